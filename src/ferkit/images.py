@@ -1,0 +1,77 @@
+"""Reading images from files or bytes with clear errors: OpenCV first, Pillow for what OpenCV lacks."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+# Decompression-bomb guard: refuse images with more pixels than this (overridable per call).
+MAX_PIXELS = int(os.environ.get("FERKIT_MAX_PIXELS", 80_000_000))
+
+
+class ImageError(ValueError):
+    """An input image could not be used; the message names the file and the reason."""
+
+
+def _pillow_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from the header alone (no decode), or None if Pillow cannot tell."""
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.size
+    except Exception:
+        return None
+
+
+def _pillow_decode(data: bytes) -> np.ndarray | None:
+    import io
+
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im = ImageOps.exif_transpose(im)
+            rgb = np.asarray(im.convert("RGB"))
+    except Exception:
+        return None
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+
+
+def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int | None = None) -> np.ndarray:
+    """Encoded bytes -> 8-bit BGR image, EXIF orientation applied. Raises ImageError naming `name`."""
+    if not data:
+        raise ImageError(f"{name}: empty file (0 bytes)")
+    limit = MAX_PIXELS if max_pixels is None else max_pixels
+    size = _pillow_size(data)
+    if size is not None and size[0] * size[1] > limit:
+        raise ImageError(f"{name}: {size[0]}x{size[1]} pixels is over the limit of {limit:,}")
+    buf = np.frombuffer(data, dtype=np.uint8)
+    img = cv2.imdecode(buf, cv2.IMREAD_COLOR)  # applies EXIF orientation, maps 16-bit/grey/alpha to 8-bit BGR
+    if img is None:
+        img = _pillow_decode(data)
+    if img is None:
+        raise ImageError(f"{name}: not a readable image (unknown format or truncated data)")
+    if img.shape[0] * img.shape[1] > limit:
+        raise ImageError(f"{name}: {img.shape[1]}x{img.shape[0]} pixels is over the limit of {limit:,}")
+    return img
+
+
+def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
+    """Read an image file -> 8-bit BGR. Raises ImageError naming the file."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except IsADirectoryError:
+        raise ImageError(f"{path}: is a directory, not an image") from None
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    return decode_image(data, str(path), max_pixels)
+
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm", ".jp2"}
