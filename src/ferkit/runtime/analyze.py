@@ -1,0 +1,131 @@
+"""`analyze(image)`: every face in a picture -> box, detection score, label, probabilities."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ferkit.images import ImageError, decode_image, read_image
+from ferkit.runtime.align import Framing, crop_face, framing_for
+from ferkit.runtime.detectors import FaceDetector, get_detector
+from ferkit.runtime.model import FacialExpressionModel
+
+
+@dataclass
+class FaceResult:
+    """One face: box (x1, y1, x2, y2) in image pixels, detector score, label and class probabilities."""
+
+    box: tuple[float, float, float, float]
+    score: float
+    label: str
+    probabilities: dict[str, float]
+    landmarks: list[list[float]] | None = None
+    track_id: int | None = None  # set by video tracking
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def confidence(self) -> float:
+        return self.probabilities[self.label]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {
+            "box": [round(float(v), 1) for v in self.box],
+            "score": round(float(self.score), 4),
+            "label": self.label,
+            "confidence": round(self.confidence, 4),
+            "probabilities": {k: round(float(v), 4) for k, v in self.probabilities.items()},
+        }
+        if self.landmarks is not None:
+            d["landmarks"] = [[round(float(x), 1), round(float(y), 1)] for x, y in self.landmarks]
+        if self.track_id is not None:
+            d["track_id"] = self.track_id
+        return d
+
+
+def load_image(image: Any, name: str | None = None) -> np.ndarray:
+    """A path, encoded bytes, a PIL image or a numpy array (BGR, grey or BGRA) -> 8-bit BGR array."""
+    if isinstance(image, (str, Path)):
+        return read_image(image)
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return decode_image(bytes(image), name or "<bytes>")
+    if isinstance(image, np.ndarray):
+        if image.size == 0 or image.ndim not in (2, 3):
+            raise ImageError(f"{name or '<array>'}: not an image array (shape {image.shape})")
+        return image
+    if hasattr(image, "convert") and hasattr(image, "size"):  # PIL.Image without importing Pillow here
+        import cv2
+
+        return cv2.cvtColor(np.asarray(image.convert("RGB")), cv2.COLOR_RGB2BGR)
+    raise ImageError(f"{name or type(image).__name__}: cannot use a {type(image).__name__} as an image")
+
+
+class Analyzer:
+    """Detector + framing + expression model, ready to run on images or video frames (thread-safe)."""
+
+    def __init__(self, model: FacialExpressionModel | str | Path | None = None,
+                 detector: FaceDetector | str = "auto", framing: Framing | None = None,
+                 min_score: float = 0.5, max_side: int | None = 640, threads: int | None = None):
+        self.model = model if isinstance(model, FacialExpressionModel) else FacialExpressionModel(model, threads=threads)
+        if isinstance(detector, str):
+            kwargs: dict[str, Any] = {"max_side": max_side}
+            if detector in ("auto", "centerface"):
+                kwargs.update(threshold=min_score, threads=threads)
+            detector = get_detector(detector, **kwargs)
+        self.detector = detector
+        self.framing = framing or framing_for(detector.name)
+        self.min_score = min_score
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.model.classes
+
+    def analyze(self, image: Any) -> list[FaceResult]:
+        """All faces in the image, left to right."""
+        bgr = load_image(image)
+        dets = sorted((d for d in self.detector.detect(bgr) if d.score >= self.min_score), key=lambda d: d.box[0])
+        if not dets:
+            return []
+        from ferkit.preprocessing import to_gray_uint8
+
+        gray = to_gray_uint8(bgr)
+        crops = np.stack([crop_face(gray, d, self.framing) for d in dets])
+        probs = self.model.predict_proba(crops)
+        return [
+            FaceResult(
+                box=d.box, score=d.score, label=self.classes[int(np.argmax(p))],
+                probabilities={c: float(v) for c, v in zip(self.classes, p)},
+                landmarks=None if d.landmarks is None else d.landmarks.tolist(),
+            )
+            for d, p in zip(dets, probs)
+        ]
+
+    __call__ = analyze
+
+
+_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_analyzer(model: str | None, detector: str) -> Analyzer:
+    return Analyzer(model, detector)
+
+
+def get_analyzer(model: str | Path | None = None, detector: str = "auto") -> Analyzer:
+    """A shared Analyzer per (model, detector): models load once per process."""
+    with _lock:
+        return _cached_analyzer(None if model is None else str(model), detector)
+
+
+def analyze(image: Any, *, model: str | Path | None = None, detector: str = "auto") -> list[FaceResult]:
+    """Every face in `image` (path, bytes, PIL image or BGR numpy array) -> a list of `FaceResult`.
+
+    >>> import ferkit
+    >>> [f.to_dict() for f in ferkit.analyze("photo.jpg")]
+    [{'box': [181.5, 58.2, 269.9, 177.8], 'score': 0.93, 'label': 'happy', 'confidence': 0.91, ...}]
+    """
+    return get_analyzer(model, detector).analyze(image)

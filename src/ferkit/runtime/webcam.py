@@ -1,0 +1,145 @@
+"""A live window: webcam (or a video file) with boxes, labels and FPS.
+
+OpenCV's headless wheel (ferkit's dependency) has no windows, so the window is Tk (Python's standard
+library) unless the installed OpenCV has a GUI. Where there is no display at all, `DisplayError`
+says so and points at `ferkit serve`, which uses the browser's camera instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ferkit.runtime.analyze import Analyzer
+from ferkit.runtime.draw import draw_fps, draw_results
+from ferkit.runtime.video import FaceTracker, VideoError
+
+SERVE_HINT = ("run `ferkit serve` and open http://127.0.0.1:8000 in a browser on the machine with the camera: "
+              "the page uses the browser's own webcam")
+
+
+class DisplayError(ValueError):
+    """No window can be shown here."""
+
+
+def has_display() -> bool:
+    if sys.platform in ("win32", "darwin"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def opencv_has_gui() -> bool:
+    return "GUI:                           NONE" not in cv2.getBuildInformation()
+
+
+def open_source(source: str | int) -> cv2.VideoCapture:
+    src: str | int = int(source) if isinstance(source, int) or str(source).isdigit() else str(source)
+    if isinstance(src, str):
+        p = Path(src)
+        if not p.is_file():
+            raise VideoError(f"{p}: no such video file")
+    cap = cv2.VideoCapture(src)
+    if not cap.isOpened():
+        if isinstance(src, int):
+            raise VideoError(f"cannot open camera {src}: no camera there, or no permission to use it "
+                             "(try another index, or --source FILE to play a video)")
+        raise VideoError(f"{src}: not a readable video")
+    return cap
+
+
+def live_frames(cap, analyzer: Analyzer, every: int = 1, max_frames: int | None = None):
+    """Yield annotated frames with faces, labels (smoothed over frames) and FPS."""
+    tracker = FaceTracker(analyzer.classes, alpha=0.5)
+    faces, fps, last, n = [], 0.0, time.perf_counter(), 0
+    while max_frames is None or n < max_frames:
+        ok, frame = cap.read()
+        if not ok or frame is None:
+            return
+        if n % every == 0:
+            faces = tracker.update(analyzer.analyze(frame), n // every)
+        now = time.perf_counter()
+        fps = 1 / max(now - last, 1e-6) if fps == 0 else 0.9 * fps + 0.1 / max(now - last, 1e-6)
+        last = now
+        n += 1
+        yield draw_fps(draw_results(frame, faces), fps), faces, fps
+
+
+def run_webcam(source: str | int, analyzer: Analyzer, every: int = 1, max_frames: int | None = None,
+               title: str = "ferkit — press q to quit") -> int:
+    """Show the live window until q/Esc, the window is closed or the source ends. Returns frames shown."""
+    if not has_display():
+        raise DisplayError(f"no display here (DISPLAY is not set), so no window can open. Instead, {SERVE_HINT}")
+    cap = open_source(source)
+    try:
+        if opencv_has_gui():
+            return _run_opencv(cap, analyzer, every, max_frames, title)
+        try:
+            import tkinter  # noqa: F401
+        except ImportError:
+            raise DisplayError(f"neither OpenCV nor Python here has a GUI toolkit (tkinter is missing). Instead, {SERVE_HINT}") from None
+        return _run_tk(cap, analyzer, every, max_frames, title)
+    finally:
+        cap.release()
+
+
+def _run_opencv(cap, analyzer, every, max_frames, title) -> int:
+    shown = 0
+    for img, _, _ in live_frames(cap, analyzer, every, max_frames):
+        cv2.imshow(title, img)
+        shown += 1
+        if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+            break
+    cv2.destroyAllWindows()
+    return shown
+
+
+def _ppm(bgr: np.ndarray) -> bytes:
+    h, w = bgr.shape[:2]
+    return f"P6 {w} {h} 255 ".encode() + cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).tobytes()
+
+
+def _run_tk(cap, analyzer, every, max_frames, title) -> int:
+    import tkinter as tk
+
+    try:
+        root = tk.Tk()
+    except tk.TclError as exc:
+        raise DisplayError(f"cannot open a window ({exc}). Instead, {SERVE_HINT}") from None
+    root.title(title)
+    label = tk.Label(root)
+    label.pack()
+    stream = live_frames(cap, analyzer, every, max_frames)
+    state = {"shown": 0, "image": None, "done": False}
+
+    def stop(*_):
+        state["done"] = True
+        root.quit()
+
+    def step():
+        if state["done"]:
+            return
+        try:
+            img, _, _ = next(stream)
+        except StopIteration:
+            stop()
+            return
+        state["image"] = tk.PhotoImage(data=_ppm(img), format="PPM")
+        label.configure(image=state["image"])
+        state["shown"] += 1
+        root.after(1, step)
+
+    root.bind("<q>", stop)
+    root.bind("<Escape>", stop)
+    root.protocol("WM_DELETE_WINDOW", stop)
+    root.after(1, step)
+    root.mainloop()
+    try:
+        root.destroy()
+    except tk.TclError:
+        pass
+    return state["shown"]
