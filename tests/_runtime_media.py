@@ -63,3 +63,29 @@ def exif_rotated_jpeg(bgr: np.ndarray) -> bytes:
     buf = io.BytesIO()
     im.save(buf, format="JPEG", quality=92, exif=exif.tobytes())
     return buf.getvalue()
+
+
+ASTRONAUT_FACE = (180, 55, 272, 180)  # x1, y1, x2, y2 of Eileen Collins' face in astronaut.png (512x512)
+
+
+def overlaps(box, ref=ASTRONAUT_FACE, min_iou: float = 0.4) -> bool:
+    w = max(0.0, min(box[2], ref[2]) - max(box[0], ref[0]))
+    h = max(0.0, min(box[3], ref[3]) - max(box[1], ref[1]))
+    inter = w * h
+    union = (box[2] - box[0]) * (box[3] - box[1]) + (ref[2] - ref[0]) * (ref[3] - ref[1]) - inter
+    return inter / union >= min_iou
+
+
+def fer_collage(faces: np.ndarray, size: int = 160, cols: int = 3, gap: int = 60) -> tuple[np.ndarray, list[tuple]]:
+    """FER2013 faces upscaled and laid out on a grey page; returns the BGR image and each face's box."""
+    n = len(faces)
+    rows = -(-n // cols)
+    h, w = rows * (size + gap) + gap, cols * (size + gap) + gap
+    page = np.full((h, w), 128, np.uint8)
+    boxes = []
+    for i, face in enumerate(faces):
+        r, c = divmod(i, cols)
+        x, y = gap + c * (size + gap), gap + r * (size + gap)
+        page[y:y + size, x:x + size] = cv2.resize(face, (size, size), interpolation=cv2.INTER_CUBIC)
+        boxes.append((x, y, x + size, y + size))
+    return cv2.cvtColor(page, cv2.COLOR_GRAY2BGR), boxes

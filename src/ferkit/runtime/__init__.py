@@ -10,9 +10,9 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "analyze": "ferkit.runtime.analyze",
-    "Analyzer": "ferkit.runtime.analyze",
-    "FaceResult": "ferkit.runtime.analyze",
+    "analyze": "ferkit.runtime.pipeline",
+    "Analyzer": "ferkit.runtime.pipeline",
+    "FaceResult": "ferkit.runtime.pipeline",
     "FacialExpressionModel": "ferkit.runtime.model",
     "ModelError": "ferkit.runtime.model",
     "Detection": "ferkit.runtime.detectors",

@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ferkit.runtime.analyze import Analyzer, FaceResult
+from ferkit.runtime.pipeline import Analyzer, FaceResult
 from ferkit.runtime.draw import draw_results
 
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ogv", ".3gp", ".gif", ".y4m"}
@@ -245,7 +245,7 @@ def process_video(src: str | Path, out: str | Path | None = None, *, analyzer: A
     alpha: weight of the newest frame in each face's moving average of probabilities (1 = no smoothing).
     progress: called as progress(frames_done, frames_expected) after each frame.
     """
-    from ferkit.runtime.analyze import get_analyzer
+    from ferkit.runtime.pipeline import get_analyzer
     from ferkit.runtime.charts import timeline_chart
 
     if every < 1:

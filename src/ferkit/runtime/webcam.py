@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ferkit.runtime.analyze import Analyzer
+from ferkit.runtime.pipeline import Analyzer
 from ferkit.runtime.draw import draw_fps, draw_results
 from ferkit.runtime.video import FaceTracker, VideoError
 

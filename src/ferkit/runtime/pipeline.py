@@ -1,4 +1,7 @@
-"""`analyze(image)`: every face in a picture -> box, detection score, label, probabilities."""
+"""`analyze(image)`: every face in a picture -> box, detection score, label, probabilities.
+
+(The module is `pipeline` so that `ferkit.runtime.analyze` stays the function.)
+"""
 
 from __future__ import annotations
 

