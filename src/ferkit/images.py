@@ -52,12 +52,12 @@ def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int | None = No
     if size is not None and size[0] * size[1] > limit:
         raise ImageError(f"{name}: {size[0]}x{size[1]} pixels is over the limit of {limit:,}")
     buf = np.frombuffer(data, dtype=np.uint8)
-    previous = cv2.getLogLevel()
-    cv2.setLogLevel(0)  # OpenCV's own complaints about bad data: we raise a clearer error below
+    previous = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # OpenCV's own complaints about bad data: we raise a clearer error below
     try:
         img = cv2.imdecode(buf, cv2.IMREAD_COLOR)  # applies EXIF orientation, maps 16-bit/grey/alpha to 8-bit BGR
     finally:
-        cv2.setLogLevel(previous)
+        cv2.utils.logging.setLogLevel(previous)
     if img is None:
         img = _pillow_decode(data)
     if img is None:
