@@ -1,0 +1,210 @@
+"""Every run-time command, run as a user runs it (`ferkit …` in a subprocess), on real photos and a real video."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from _runtime_media import astronaut_bgr, encode, exif_rotated_jpeg, overlaps, truncated_copy, write_video
+
+FERKIT = Path(sys.executable).with_name("ferkit")
+
+
+def ferkit(*args, cwd=None, env=None, timeout=240) -> subprocess.CompletedProcess:
+    cmd = [str(FERKIT)] if FERKIT.exists() else [sys.executable, "-m", "ferkit.apps.cli"]
+    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
+    return subprocess.run([*cmd, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=full_env, timeout=timeout)
+
+
+def no_traceback(r: subprocess.CompletedProcess) -> None:
+    assert "Traceback" not in r.stderr + r.stdout, r.stderr
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    """A folder of real photos in every awkward form, plus bad files."""
+    d = tmp_path_factory.mktemp("photos")
+    a = astronaut_bgr()
+    (d / "good").mkdir()
+    cv2.imwrite(str(d / "good" / "astronaut.png"), a)
+    (d / "good" / "exif_rotated.jpg").write_bytes(exif_rotated_jpeg(a))
+    (d / "good" / "deep16.png").write_bytes(encode(a.astype(np.uint16) * 257, ".png"))
+    (d / "good" / "rgba.png").write_bytes(encode(cv2.cvtColor(a, cv2.COLOR_BGR2BGRA), ".png"))
+    (d / "good" / "grey.jpg").write_bytes(encode(cv2.cvtColor(a, cv2.COLOR_BGR2GRAY), ".jpg"))
+    (d / "good" / "huge.jpg").write_bytes(encode(cv2.resize(a, (6000, 6000)), ".jpg", IMWRITE_JPEG_QUALITY=80))  # 36 MP
+    (d / "good" / "notes.txt").write_text("not an image, and not named like one: skipped in folders")
+    (d / "bad").mkdir()
+    (d / "bad" / "empty.jpg").write_bytes(b"")
+    jpg = encode(a, ".jpg")
+    (d / "bad" / "truncated.jpg").write_bytes(jpg[: len(jpg) // 2])
+    (d / "bad" / "text.png").write_text("hello, I am text with an image name\n")
+    cv2.imwrite(str(d / "bad" / "no_face.png"), cv2.resize(a[300:, 380:], (300, 200)))  # the helmet only
+    return d
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("video")
+    return write_video(d / "two_astronauts.mp4", n=30, fps=15)
+
+
+def test_demo(tmp_path):
+    r = ferkit("demo", "-o", tmp_path / "demo")
+    assert r.returncode == 0, r.stderr
+    no_traceback(r)
+    assert "astronaut.png" in r.stdout and "face 1:" in r.stdout
+    info = json.loads((tmp_path / "demo" / "astronaut.json").read_text())
+    assert len(info["faces"]) == 1 and overlaps(info["faces"][0]["box"])
+    annotated = cv2.imread(str(tmp_path / "demo" / "astronaut.annotated.png"))
+    assert annotated.shape == (512, 512, 3) and np.abs(annotated.astype(int) - astronaut_bgr()).sum() > 0
+    assert cv2.imread(str(tmp_path / "demo" / "astronaut.chart.png")) is not None
+
+
+def test_demo_says_happy(tmp_path):
+    r = ferkit("demo", "-o", tmp_path / "demo", "--detector", "haar")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "demo" / "astronaut.json").read_text())["faces"][0]["label"] == "happy"
+
+
+def test_predict_folder_of_awkward_but_valid_photos(photos, tmp_path):
+    out = tmp_path / "out"
+    r = ferkit("predict", photos / "good", "-o", out)
+    assert r.returncode == 0, r.stderr + r.stdout
+    no_traceback(r)
+    res = json.loads((out / "results.json").read_text())
+    by_name = {Path(rec["file"]).name: rec for rec in res["images"]}
+    assert set(by_name) == {"astronaut.png", "exif_rotated.jpg", "deep16.png", "rgba.png", "grey.jpg", "huge.jpg"}
+    for name, rec in by_name.items():
+        assert rec["error"] is None and len(rec["faces"]) == 1, name
+        scale = rec["width"] / 512
+        assert overlaps([v / scale for v in rec["faces"][0]["box"]], min_iou=0.3), name
+        assert Path(rec["annotated"]).is_file()
+    assert by_name["exif_rotated.jpg"]["width"] == 512  # decoded upright
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert len(rows) == 6 and all(r["label"] in res["classes"] for r in rows)
+
+
+def test_predict_batch_goes_on_past_bad_files(photos, tmp_path):
+    out = tmp_path / "out"
+    r = ferkit("predict", photos / "good" / "astronaut.png", photos / "bad", photos / "missing.jpg", "-o", out)
+    assert r.returncode == 1
+    no_traceback(r)
+    err = " ".join(r.stderr.split())
+    for name, why in (("empty.jpg", "empty file"), ("truncated.jpg", "not a readable image"),
+                      ("text.png", "not a readable image"), ("no_face.png", "no face found"), ("missing.jpg", "cannot read")):
+        assert name in err and why in err, (name, err)
+    assert "5 of 6 image(s) failed" in err
+    res = json.loads((out / "results.json").read_text())
+    assert len(res["images"]) == 6
+    ok = [rec for rec in res["images"] if rec["error"] is None]
+    assert len(ok) == 1 and ok[0]["file"].endswith("astronaut.png") and len(ok[0]["faces"]) == 1
+    assert (out / "astronaut.annotated.png").is_file()
+
+
+def test_predict_decompression_bomb_guard_and_bad_options(photos, tmp_path):
+    r = ferkit("predict", photos / "good" / "huge.jpg", "-o", tmp_path, env={"FERKIT_MAX_PIXELS": "10000000"})
+    assert r.returncode == 1 and "huge.jpg: 6000x6000 pixels is over the limit" in " ".join(r.stderr.split())
+    r = ferkit("predict", photos / "good" / "astronaut.png", "--model", tmp_path / "nope.onnx")
+    assert r.returncode == 2 and "nope.onnx: no such model file" in " ".join(r.stderr.split())
+    no_traceback(r)
+    r = ferkit("predict", photos / "good" / "astronaut.png", "--detector", "yolo")
+    assert r.returncode == 2 and "unknown detector 'yolo'" in r.stderr
+    no_traceback(r)
+
+
+def test_chart(photos, tmp_path):
+    r = ferkit("chart", photos / "good" / "astronaut.png", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    chart = cv2.imread(str(tmp_path / "astronaut.chart.png"))
+    assert chart is not None and chart.shape[1] > 400
+    r = ferkit("chart", photos / "bad" / "no_face.png", "-o", tmp_path / "x.png")
+    assert r.returncode == 1 and "no_face.png: no face found" in " ".join(r.stderr.split())
+    r = ferkit("chart", photos / "bad" / "truncated.jpg")
+    assert r.returncode == 2 and "truncated.jpg: not a readable image" in " ".join(r.stderr.split())
+    no_traceback(r)
+
+
+def _probe(path: Path) -> str:
+    import imageio_ffmpeg
+
+    r = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True)
+    return r.stderr
+
+
+def test_video(clip, tmp_path):
+    out = tmp_path / "out"
+    r = ferkit("video", clip, "-o", out)
+    assert r.returncode == 0, r.stderr
+    no_traceback(r)
+    assert "frame" in r.stderr  # the tqdm progress bar
+    video, table, plot = out / "two_astronauts.annotated.mp4", out / "two_astronauts.csv", out / "two_astronauts.emotions.png"
+    assert "Video: h264" in _probe(video)  # H.264 in MP4: what every browser plays
+    cap = cv2.VideoCapture(str(video))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    assert n == 30
+    rows = list(csv.DictReader(table.open()))
+    assert {r["frame"] for r in rows} == {str(i) for i in range(30)}
+    assert {r["face"] for r in rows} == {"1", "2"}  # two faces, each tracked through the clip
+    probs = np.array([[float(r[c]) for c in ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")] for r in rows])
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=2e-3)
+    assert cv2.imread(str(plot)) is not None
+
+
+def test_video_every_n_to_webm(clip, tmp_path):
+    r = ferkit("video", clip, "-o", tmp_path / "clip.webm", "--every", "3", "--detector", "haar")
+    assert r.returncode == 0, r.stderr
+    assert "Video: vp9" in _probe(tmp_path / "clip.webm")
+    frames = {int(r["frame"]) for r in csv.DictReader((tmp_path / "clip.csv").open())}
+    assert frames == set(range(0, 30, 3))
+    assert (tmp_path / "clip.emotions.png").is_file()
+
+
+def test_bad_videos(clip, tmp_path):
+    avi = write_video(tmp_path / "clip.avi", n=30, fps=15, fourcc="MJPG")
+    cut = truncated_copy(avi, tmp_path / "cut.avi", 0.5)
+    r = ferkit("video", cut, "-o", tmp_path / "cut_out")
+    assert r.returncode == 1
+    err = " ".join(r.stderr.split())
+    assert "cut.avi: ended early" in err and "of the 30 frames" in err
+    assert (tmp_path / "cut_out" / "cut.annotated.mp4").is_file() and (tmp_path / "cut_out" / "cut.csv").is_file()
+    bad = {"cut.mp4": truncated_copy(clip, tmp_path / "cut.mp4", 0.5), "empty.mp4": tmp_path / "empty.mp4",
+           "text.mp4": tmp_path / "text.mp4", "missing.mp4": tmp_path / "missing.mp4"}
+    bad["empty.mp4"].write_bytes(b"")
+    bad["text.mp4"].write_text("not a video")
+    for name, path in bad.items():
+        r = ferkit("video", path, "-o", tmp_path / "x")
+        assert r.returncode == 2 and name in r.stderr, (name, r.stderr)
+        no_traceback(r)
+
+
+def test_webcam_without_display_points_at_serve(clip):
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    r = subprocess.run([str(FERKIT), "webcam", "--source", str(clip)], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 2
+    assert "no display" in r.stderr and "ferkit serve" in r.stderr
+    no_traceback(r)
+
+
+@pytest.mark.skipif(shutil.which("Xvfb") is None, reason="Xvfb not installed (apt-get install xvfb)")
+def test_webcam_window_under_xvfb(clip, tmp_path):
+    xvfb = subprocess.Popen(["Xvfb", ":97", "-screen", "0", "800x600x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        r = ferkit("webcam", "--source", clip, "--max-frames", "12", env={"DISPLAY": ":97"}, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert "showed 12 frames" in r.stdout
+        r = ferkit("webcam", "--source", tmp_path / "nope.mp4", env={"DISPLAY": ":97"})
+        assert r.returncode == 2 and "nope.mp4: no such video file" in " ".join(r.stderr.split())
+    finally:
+        xvfb.terminate()
+        xvfb.wait(10)
