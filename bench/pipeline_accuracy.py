@@ -119,13 +119,14 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="use only the first N faces")
     ap.add_argument("--calibrate", action="store_true", help="fit the framing on PublicTest and print it")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--detect-size", type=int, default=640, help="long side the detector sees (frames are 640x480)")
     args = ap.parse_args(argv)
 
     split = args.split or ("PublicTest" if args.calibrate else "PrivateTest")
     faces = load_dataset(args.data).split(split)
     if args.limit:
         faces = faces.subset(np.arange(len(faces)) < args.limit)
-    print(f"{split}: {len(faces)} faces, pasted 4 per {FRAME_W}x{FRAME_H} frame at 96-176 px")
+    print(f"{split}: {len(faces)} faces, pasted 4 per {FRAME_W}x{FRAME_H} frame at 96-176 px; detection at {args.detect_size} px")
 
     model = raw_correct = None
     if not args.calibrate:
@@ -138,7 +139,7 @@ def main(argv=None) -> int:
 
     rows = []
     for name in args.detectors.split(","):
-        detector = get_detector(name)
+        detector = get_detector(name, max_side=args.detect_size)
         matched, fps = run_detector(detector, faces.images, args.seed)
         if args.calibrate:
             calibrate(name, matched)

@@ -30,7 +30,7 @@ MaxSideOpt = Annotated[int, typer.Option(
 
 
 def _analyzer(model, detector, min_score=0.5, max_side=640):
-    from ferkit.runtime.analyze import Analyzer
+    from ferkit.runtime.pipeline import Analyzer
 
     return Analyzer(model, detector, min_score=min_score, max_side=max_side)
 
@@ -188,7 +188,7 @@ def video(
     model: ModelOpt = None,
     detector: DetectorOpt = "auto",
     min_score: MinScoreOpt = 0.5,
-    detect_size: MaxSideOpt = 640,
+    detect_size: MaxSideOpt = 480,
     max_frames: Annotated[Optional[int], typer.Option("--max-frames", help="Stop after this many frames.")] = None,
 ) -> None:
     """Annotate a video: a browser-playable video, a per-frame CSV of every face, and an emotions-over-time plot."""
@@ -224,7 +224,7 @@ def webcam(
     model: ModelOpt = None,
     detector: DetectorOpt = "auto",
     every: Annotated[int, typer.Option("--every", min=1, help="Analyse every Nth frame.")] = 1,
-    detect_size: MaxSideOpt = 640,
+    detect_size: MaxSideOpt = 480,
     max_frames: Annotated[Optional[int], typer.Option("--max-frames", help="Close after this many frames.")] = None,
 ) -> None:
     """A live window with boxes, labels and FPS (q or Esc quits). Without a display, use `ferkit serve`."""
