@@ -1,0 +1,277 @@
+"""The training loop, top to bottom: data -> model -> optimiser -> epochs -> checkpoints and curves."""
+
+from __future__ import annotations
+
+import csv
+import math
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ferkit.data import UNSPLIT, DataError, FaceSet, load_dataset
+from ferkit.models import create_model, save_architecture
+from ferkit.preprocessing import normalize
+from ferkit.train.augment import augment, mix_batch
+from ferkit.train.checkpoint import load_training_state, save_training_state, save_weights
+from ferkit.train.config import TrainConfig
+
+HISTORY_FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
+
+
+# ---------------------------------------------------------------------------- device and precision
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True on CPUs with AMX or AVX512-BF16. Elsewhere (e.g. AVX2-only AMD EPYC) bf16 autocast is
+    emulated and runs ~13x slower than fp32, so 'auto' must not pick it."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = fh.read()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def autocast_for(device: torch.device, precision: str):
+    """bf16 autocast where it pays (CUDA with bf16, CPUs with AMX), else plain fp32."""
+    use_bf16 = precision == "bf16" or (
+        precision == "auto"
+        and (cpu_has_fast_bf16() if device.type == "cpu" else torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    )
+    return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
+
+
+# ---------------------------------------------------------------------------- data
+def split_data(cfg: TrainConfig) -> tuple[FaceSet, FaceSet]:
+    faces = load_dataset(cfg.data, ferplus=cfg.ferplus, classes=tuple(cfg.classes) if cfg.classes else None)
+    names = faces.split_names()
+    if names == [UNSPLIT]:  # an unsplit folder tree: hold out a fixed 10% for validation
+        rng = np.random.default_rng(12345)
+        val_mask = rng.random(len(faces)) < 0.1
+        train, val = faces.subset(~val_mask), faces.subset(val_mask)
+    else:
+        train, val = faces.split(cfg.train_split), faces.split(cfg.val_split)
+    if cfg.limit:
+        keep = np.sort(np.random.default_rng(cfg.seed).permutation(len(train))[: cfg.limit])
+        train = train.subset(keep)
+    if len(train) == 0 or len(val) == 0:
+        raise DataError("training or validation split is empty")
+    return train, val
+
+
+def targets(faces: FaceSet) -> torch.Tensor:
+    """Soft targets (N, C): the FER+ vote distribution when present, else one-hot labels."""
+    if faces.soft_labels is not None:
+        return torch.from_numpy(faces.soft_labels).float()
+    return F.one_hot(torch.from_numpy(faces.labels), faces.num_classes).float()
+
+
+def batch_input(images: np.ndarray, device: torch.device, channels_last: bool) -> torch.Tensor:
+    x = torch.from_numpy(normalize(images)).to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+# ---------------------------------------------------------------------------- optimiser and schedule
+def build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}: adam, adamw or sgd")
+
+
+def build_scheduler(cfg: TrainConfig, optimizer, steps_per_epoch: int):
+    """Per-step schedulers (cosine, onecycle) or per-epoch ReduceLROnPlateau on val accuracy."""
+    total = cfg.epochs * steps_per_epoch
+    warm = int(cfg.warmup_epochs * steps_per_epoch)
+    if cfg.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", factor=cfg.plateau_factor, patience=cfg.plateau_patience, min_lr=1e-6
+        )
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total, pct_start=0.25)
+    if cfg.schedule == "cosine":
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    if cfg.schedule == "none":
+        return None
+    raise ValueError(f"unknown schedule {cfg.schedule!r}: plateau, cosine, onecycle or none")
+
+
+def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor, smoothing: float,
+                       class_weights: torch.Tensor | None) -> torch.Tensor:
+    if smoothing > 0:
+        target = target * (1 - smoothing) + smoothing / target.shape[1]
+    loss = -(target * F.log_softmax(logits.float(), dim=1)).sum(1)
+    if class_weights is not None:
+        loss = loss * (target @ class_weights)
+    return loss.mean()
+
+
+# ---------------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def predict_logits(model, images: np.ndarray, device, autocast, channels_last: bool, batch: int = 512,
+                   tta_flip: bool = False) -> torch.Tensor:
+    """Logits for uint8 faces (N, 48, 48); with tta_flip, the mean softmax of face and mirror (as log)."""
+    model.eval()
+    outs = []
+    for i in range(0, len(images), batch):
+        x = batch_input(images[i:i + batch], device, channels_last)
+        with autocast():
+            p = model(x).float().softmax(1)
+            if tta_flip:
+                p = (p + model(torch.flip(x, dims=[3])).float().softmax(1)) / 2
+        outs.append(p.log().cpu())
+    return torch.cat(outs)
+
+
+# ---------------------------------------------------------------------------- records
+def write_history(history: list[dict], out: Path) -> None:
+    with open(out / "history.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=HISTORY_FIELDS)
+        w.writeheader()
+        w.writerows(history)
+    plot_curves(history, out / "curves.png")
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [h["epoch"] for h in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    a.plot(ep, [h["train_loss"] for h in history], "o-", label="train")
+    a.plot(ep, [h["val_loss"] for h in history], "o-", label="validation")
+    a.set_title("loss")
+    b.plot(ep, [h["train_acc"] for h in history], "o-", label="train")
+    b.plot(ep, [h["val_acc"] for h in history], "o-", label="validation")
+    b.set_title("accuracy")
+    for ax in (a, b):
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------- the loop
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_after: int | None = None) -> dict:
+    """Train per `cfg`, writing everything into cfg.out; returns the final state dict.
+
+    resume: continue from cfg.out/last.safetensors exactly where it left off.
+    stop_after: end the process's work after this many epochs (used to test resuming).
+    """
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    autocast = autocast_for(device, cfg.precision)
+
+    train_set, val_set = split_data(cfg)
+    X, Y = train_set.images, targets(train_set).to(device)
+    n, num_classes = len(X), train_set.num_classes
+    class_weights = None
+    if cfg.class_weights:
+        freq = Y.sum(0).clamp(min=1)
+        class_weights = (freq.sum() / (num_classes * freq)).to(device)
+
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model = create_model(cfg.model, num_classes, **cfg.model_kwargs).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    steps = math.ceil(n / cfg.batch_size)
+    optimizer = build_optimizer(cfg, model)
+    scheduler = build_scheduler(cfg, optimizer, steps)
+    per_step = scheduler is not None and not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+
+    cfg.save(out / "config.json")
+    save_architecture(model, out / "model.json", classes=list(train_set.class_names))
+    state = {"epoch": 0, "best_acc": -1.0, "best_epoch": 0, "history": [], "wall_seconds": 0.0}
+    last = out / "last.safetensors"
+    if resume and last.exists():
+        state = load_training_state(last, model, optimizer, scheduler, gen)
+        print(f"resumed {out} after epoch {state['epoch']}", file=sys.stderr)
+
+    done_here = 0
+    while state["epoch"] < cfg.epochs:
+        epoch = state["epoch"] + 1
+        t0 = time.time()
+        model.train()
+        perm = torch.randperm(n, generator=gen)
+        tot_loss, tot_correct, seen = 0.0, 0, 0
+        bar = tqdm(range(steps), desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress, leave=True,
+                   mininterval=0.5 if sys.stderr.isatty() else 30, file=sys.stderr)
+        for step in bar:
+            idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            x = batch_input(X[idx.numpy()], device, cfg.channels_last)
+            y = Y[idx.to(device)]
+            x = augment(x, gen, cfg)
+            x, y_mixed = mix_batch(x, y, gen, cfg.mixup, cfg.cutmix, cfg.mix_prob)
+            with autocast():
+                logits = model(x)
+            loss = soft_cross_entropy(logits, y_mixed, cfg.label_smoothing, class_weights)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if per_step:
+                scheduler.step()
+            tot_loss += float(loss) * len(idx)
+            tot_correct += int((logits.argmax(1) == y.argmax(1)).sum())
+            seen += len(idx)
+            bar.set_postfix(loss=f"{tot_loss / seen:.4f}", acc=f"{tot_correct / seen:.4f}")
+        bar.close()
+
+        val_logits = predict_logits(model, val_set.images, device, autocast, cfg.channels_last)
+        val_targets = targets(val_set)
+        val_loss = float(soft_cross_entropy(val_logits, val_targets, 0.0, None))
+        val_acc = float((val_logits.argmax(1) == val_targets.argmax(1)).float().mean())
+        if scheduler is not None and not per_step:
+            scheduler.step(val_acc)
+        seconds = time.time() - t0
+        state["wall_seconds"] += seconds
+        state["history"].append({
+            "epoch": epoch, "train_loss": round(tot_loss / seen, 5), "train_acc": round(tot_correct / seen, 5),
+            "val_loss": round(val_loss, 5), "val_acc": round(val_acc, 5),
+            "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 1),
+        })
+        state["epoch"] = epoch
+        if val_acc > state["best_acc"]:
+            state["best_acc"], state["best_epoch"] = val_acc, epoch
+            save_weights(model, out / "best.safetensors", epoch=epoch, val_acc=val_acc)
+        save_training_state(last, model, optimizer, scheduler, gen, state)
+        write_history(state["history"], out)
+        print(f"epoch {epoch}: train loss {tot_loss / seen:.4f} acc {tot_correct / seen:.4f} | "
+              f"{cfg.val_split} loss {val_loss:.4f} acc {val_acc:.4f} | best {state['best_acc']:.4f} "
+              f"(epoch {state['best_epoch']}) | {seconds:.0f}s", file=sys.stderr, flush=True)
+        done_here += 1
+        if cfg.early_stop and epoch - state["best_epoch"] >= cfg.early_stop:
+            print(f"early stop: no better {cfg.val_split} accuracy for {cfg.early_stop} epochs", file=sys.stderr)
+            break
+        if stop_after is not None and done_here >= stop_after:
+            break
+    return state
