@@ -237,3 +237,16 @@ print("LOADED:", bad)
     assert out.returncode == 0, out.stderr
     assert "LOADED: []" in out.stdout, out.stdout
     assert (tmp_path / "demo" / "astronaut.annotated.png").is_file()
+
+
+def test_transparent_png_is_composited_on_white(astronaut):
+    from ferkit.images import decode_image
+
+    rgba = cv2.cvtColor(astronaut, cv2.COLOR_BGR2BGRA)
+    rgba[:, :120, :3], rgba[:, :120, 3] = 0, 0  # a transparent strip hiding black pixels
+    for data in (encode(rgba, ".png"), encode(rgba.astype(np.uint16) * 257, ".png")):
+        img = decode_image(data, "cutout.png")
+        assert img.shape == (512, 512, 3) and img.dtype == np.uint8
+        assert img[:, :120].min() == 255 and np.array_equal(img[:, 120:], astronaut[:, 120:])
+        (face,) = ferkit.analyze(img)
+        assert overlaps(face.box)

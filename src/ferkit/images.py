@@ -43,6 +43,26 @@ def _pillow_decode(data: bytes) -> np.ndarray | None:
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
 
 
+def _png_has_alpha(data: bytes) -> bool:
+    """PNG colour type 4 (grey + alpha) or 6 (RGBA), read from the IHDR header."""
+    return data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 25 and data[25] in (4, 6)
+
+
+def _composite_png_alpha(buf: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """Transparent pixels become white (what a viewer shows), not whatever colour hides under them."""
+    full = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    if full is None or full.ndim != 3 or full.shape[2] not in (2, 4):
+        return fallback
+    if full.shape[2] == 2:  # grey + alpha
+        color, alpha = np.repeat(full[:, :, :1], 3, axis=2), full[:, :, 1]
+    else:
+        color, alpha = full[:, :, :3], full[:, :, 3]
+    peak = 65535.0 if full.dtype == np.uint16 else 255.0
+    a = alpha.astype(np.float32)[:, :, None] / peak
+    out = color.astype(np.float32) / peak * a + (1.0 - a)
+    return np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
 def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int | None = None) -> np.ndarray:
     """Encoded bytes -> 8-bit BGR image, EXIF orientation applied. Raises ImageError naming `name`."""
     if not data:
@@ -58,6 +78,8 @@ def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int | None = No
         img = cv2.imdecode(buf, cv2.IMREAD_COLOR)  # applies EXIF orientation, maps 16-bit/grey/alpha to 8-bit BGR
     finally:
         cv2.utils.logging.setLogLevel(previous)
+    if img is not None and _png_has_alpha(data):
+        img = _composite_png_alpha(buf, img)
     if img is None:
         img = _pillow_decode(data)
     if img is None:
