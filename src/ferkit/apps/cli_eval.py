@@ -1,0 +1,162 @@
+"""`ferkit evaluate | summary | export`: score a model, describe a network, ship a training run.
+
+`evaluate` on an ONNX file needs only the run-time install plus scikit-learn (never torch);
+`summary`, `export` and evaluating a run folder import torch when they run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ferkit.apps.errors import user_errors
+
+O = typer.Option
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _default_out(model: Path, split: str, tta: str) -> Path:
+    if model.is_dir():
+        return model / f"eval-{split}-{tta}"
+    return Path("eval") / f"{model.stem}-{split}-{tta}"
+
+
+def _metrics_table(m: dict) -> Table:
+    table = Table(title=f"{m['model']['name']} on {m['data']['split']}: {m['n']:,} faces, TTA {m['tta']}")
+    for col in ("class", "precision", "recall", "F1", "faces", "predicted"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for name, v in m["per_class"].items():
+        if v["support"] == 0 and v["predicted"] == 0:
+            continue
+        table.add_row(name, f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}",
+                      f"{v['support']:,}" if v["support"] else "none", f"{v['predicted']:,}")
+    table.add_row("all", "", f"{m['macro_recall']:.3f}", f"{m['macro_f1']:.3f}", f"{m['n']:,}", "",
+                  style="bold")
+    return table
+
+
+@user_errors
+def evaluate(
+    model: Annotated[str, typer.Argument(help="A training run folder (model.json + best.safetensors; scored with "
+                                              "torch) or an .onnx model with its card .json beside it (or a shipped "
+                                              "model's name; scored with onnxruntime).")],
+    data: Annotated[Path, typer.Argument(help="FER2013 CSV, folder holding fer2013.csv[.gz], or a folder tree "
+                                              "(class folders may use synonyms: happiness, anger, surprised, ...).")],
+    split: Annotated[Optional[str], O(help="Split to score (PrivateTest, PublicTest, Training, or 'all'). "
+                                           "Default: PrivateTest where present, else every face.")] = None,
+    tta: Annotated[Optional[str], O(help="Test-time augmentation: none | flip | crops (5 crops of 44x44 + mirrors). "
+                                         "Default: the model card's setting (what the runtime does), none for runs.")] = None,
+    out: Annotated[Optional[Path], O("--out", "-o", help="Folder for metrics.json, confusion.png, reliability.png "
+                                                         "(default: RUN/eval-SPLIT-TTA or eval/NAME-SPLIT-TTA).")] = None,
+    ferplus: Annotated[Optional[Path], O(help="FER+ votes file (fer2013new.csv): score against the FER+ majority "
+                                              "vote (8 classes).")] = None,
+    as_json: Annotated[bool, O("--json", help="Print the metrics as JSON on stdout instead of tables.")] = False,
+    threads: Annotated[Optional[int], O(help="CPU threads for the model.")] = None,
+) -> None:
+    """Accuracy, per-class precision/recall/F1, confusion matrix, calibration (ECE) of a model on labelled faces."""
+    from ferkit.data import load_dataset
+    from ferkit.evaluation import TTA_MODES, choose_split, evaluate as run_evaluation, load_predictor
+
+    if tta is not None and tta not in TTA_MODES:
+        raise ValueError(f"--tta {tta!r}: choose one of {', '.join(TTA_MODES)}")
+    predictor = load_predictor(model, threads)
+    faces = load_dataset(data, ferplus=ferplus)
+    split_name, _ = choose_split(faces, split)  # a bad split fails here, before any scoring
+    tta = tta or predictor.default_tta
+    out = out or _default_out(Path(model) if Path(model).is_dir() else predictor.path, split_name, tta)
+    m = run_evaluation(predictor, data, split=split, tta=tta, ferplus=ferplus, out=out, faces=faces)
+    if as_json:
+        typer.echo(json.dumps(m, indent=2))
+        return
+    d = m["data"]
+    console.print(f"model [bold]{m['model']['name']}[/bold] ({m['model']['backend']}, {m['model']['architecture']}, "
+                  f"{len(m['model']['classes'])} classes)  data {d['source']} split {d['split']}: "
+                  f"{d['faces_in_split']:,} faces", highlight=False)
+    for cls, n in m["classes"]["left_out"].items():
+        console.print(f"[yellow]left out:[/yellow] {n:,} faces of class {cls!r}, which the model does not know",
+                      highlight=False)
+    for folder, n in d["unknown_folders"].items():
+        console.print(f"[yellow]left out:[/yellow] folder {folder} ({n:,} files): not an emotion name the data "
+                      f"readers know", highlight=False)
+    if d["skipped_files"]:
+        console.print(f"[yellow]skipped:[/yellow] {d['skipped_files']} unreadable files", highlight=False)
+    if m["classes"]["absent_from_data"]:
+        console.print(f"no faces of: {', '.join(m['classes']['absent_from_data'])}", highlight=False)
+    console.print(_metrics_table(m))
+    console.print(f"[bold]accuracy {m['accuracy']:.4f}[/bold]  macro-F1 {m['macro_f1']:.4f}  "
+                  f"balanced accuracy {m['macro_recall']:.4f}  ECE {m['ece']:.4f} (15 bins)  NLL {m['nll']:.4f}",
+                  highlight=False)
+    console.print("wrote " + ", ".join(m["files"].values()), highlight=False)
+
+
+@user_errors
+def summary(
+    model: Annotated[str, typer.Argument(help="A registered architecture (see `ferkit models`) or a training run folder.")],
+    classes: Annotated[int, O("--classes", help="Number of classes for an architecture name.")] = 7,
+    png: Annotated[Optional[Path], O(help="Write an architecture picture here (PNG).")] = None,
+    as_json: Annotated[bool, O("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Keras-style model summary: layers, output shapes, parameters, totals; optionally a picture."""
+    from ferkit.models import create_model, list_models, load_architecture
+    from ferkit.train.summary import as_dict, plot_architecture, summarize, summary_text
+
+    path = Path(model)
+    if path.is_dir():
+        if not (path / "model.json").is_file():
+            raise FileNotFoundError(f"{path}: not a training run folder (model.json is missing)")
+        net, spec = load_architecture(path / "model.json")
+        name = f"{spec['name']} ({path.name})"
+    elif model in list_models():
+        if classes < 2:
+            raise ValueError(f"--classes {classes}: a classifier needs at least 2 classes")
+        net, name = create_model(model, classes), model
+    else:
+        raise ValueError(f"{model!r} is neither a registered model ({', '.join(list_models())}) nor a run folder")
+    s = summarize(net, name=name)
+    if as_json:
+        typer.echo(json.dumps(as_dict(s), indent=2))
+    else:
+        typer.echo(summary_text(s))
+    if png is not None:
+        png.parent.mkdir(parents=True, exist_ok=True)
+        plot_architecture(s, png)
+        (err_console if as_json else console).print(f"wrote {png}", highlight=False)
+
+
+@user_errors
+def export(
+    run: Annotated[Path, typer.Argument(help="Training run folder (model.json, best.safetensors, config.json).")],
+    name: Annotated[str, O(help="Model name: writes NAME.onnx and its card NAME.json.")],
+    out: Annotated[Path, O("--out", "-o", help="Folder for the ONNX file and card.")],
+    tta: Annotated[str, O(help="Test-time augmentation the card asks the runtime to apply: none | flip.")] = "none",
+    data: Annotated[Optional[Path], O(help="Data to check and score on (default: the run's own).")] = None,
+    notes: Annotated[str, O(help="Free text for the card.")] = "",
+) -> None:
+    """Export a run to ONNX with its model card; checks ONNX against torch and scores it on PublicTest/PrivateTest."""
+    import re
+
+    from ferkit.train.export import export_run
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise ValueError(f"--name {name!r}: use letters, digits, '.', '_' and '-'")
+    res = export_run(run, name, out, tta=tta, data=data, notes=notes)
+    card = res["card_data"]
+    chk = res["check"]
+    console.print(f"wrote {res['onnx']} ({res['size_bytes'] / 2**20:.1f} MiB) and {res['card']}", highlight=False)
+    console.print(f"ONNX vs torch on {chk['faces']} {chk['split']} faces: max |dp| {chk['max_abs_prob_diff']:.2e}, "
+                  f"{chk['argmax_disagreements']} argmax differences", highlight=False)
+    for split, m in card.metrics.items():
+        console.print(f"{split}: accuracy {m['accuracy']:.4f} (TTA {m['tta']}, {m['faces']:,} faces)", highlight=False)
+    console.print(f"training: {card.training.get('command', '?')}", highlight=False, soft_wrap=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(evaluate)
+    app.command()(summary)
+    app.command()(export)
