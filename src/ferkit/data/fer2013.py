@@ -29,10 +29,12 @@ def open_text(path: Path) -> io.TextIOBase:
 
 def _parse_pixels(text: str) -> tuple[np.ndarray | None, str | None]:
     """2,304 integers 0..255 -> uint8 array, or (None, what is wrong)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        values = np.fromstring(text, dtype=np.int64, sep=" ")  # fast path; stops at the first bad token
-    tokens = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            values = np.fromstring(text, dtype=np.int64, sep=" ")  # fast path for well-formed rows
+    except ValueError:  # NumPy >= 2.3 raises on a bad token; older versions stop early
+        values = np.empty(0, dtype=np.int64)
     if values.size != PIXELS:
         tokens = text.split()
         for i, tok in enumerate(tokens):
