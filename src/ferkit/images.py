@@ -16,15 +16,24 @@ class ImageError(ValueError):
     """An input image could not be used; the message names the file and the reason."""
 
 
-def _pillow_size(data: bytes) -> tuple[int, int] | None:
-    """Width and height from the header alone (no decode), or None if Pillow cannot tell."""
+class ImageTooLargeError(ImageError):
+    """The image has more pixels than allowed (a decompression-bomb guard)."""
+
+
+def _pillow_size(data: bytes) -> tuple[int, int] | int | None:
+    """Width and height from the header alone (no decode); the pixel count alone when the header declares
+    more than Pillow will even open (its own bomb guard); None if Pillow cannot tell."""
     import io
+    import re
 
     from PIL import Image
 
     try:
         with Image.open(io.BytesIO(data)) as im:
             return im.size
+    except Image.DecompressionBombError as exc:  # "Image size (400000000 pixels) exceeds limit of ..."
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        return int(found.group(1)) if found else 2 * int(Image.MAX_IMAGE_PIXELS or 0) + 1
     except Exception:
         return None
 
@@ -69,8 +78,10 @@ def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int | None = No
         raise ImageError(f"{name}: empty file (0 bytes)")
     limit = MAX_PIXELS if max_pixels is None else max_pixels
     size = _pillow_size(data)
-    if size is not None and size[0] * size[1] > limit:
-        raise ImageError(f"{name}: {size[0]}x{size[1]} pixels is over the limit of {limit:,}")
+    if isinstance(size, int) and size > limit:  # without this, OpenCV would decode a 20000x20000 bomb (GBs) first
+        raise ImageTooLargeError(f"{name}: its header declares {size:,} pixels, over the limit of {limit:,}")
+    if isinstance(size, tuple) and size[0] * size[1] > limit:
+        raise ImageTooLargeError(f"{name}: {size[0]}x{size[1]} pixels is over the limit of {limit:,}")
     buf = np.frombuffer(data, dtype=np.uint8)
     previous = cv2.utils.logging.getLogLevel()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # OpenCV's own complaints about bad data: we raise a clearer error below
@@ -85,7 +96,7 @@ def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int | None = No
     if img is None:
         raise ImageError(f"{name}: not a readable image (unknown format or truncated data)")
     if img.shape[0] * img.shape[1] > limit:
-        raise ImageError(f"{name}: {img.shape[1]}x{img.shape[0]} pixels is over the limit of {limit:,}")
+        raise ImageTooLargeError(f"{name}: {img.shape[1]}x{img.shape[0]} pixels is over the limit of {limit:,}")
     return img
 
 
