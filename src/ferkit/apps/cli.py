@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from ferkit.apps import cli_data, cli_eval, cli_runtime, cli_train
+from ferkit.apps import cli_data, cli_eval, cli_runtime, cli_serve, cli_train
 
 app = typer.Typer(
     name="ferkit",
@@ -18,7 +18,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (cli_data, cli_train, cli_eval, cli_runtime):
+for module in (cli_data, cli_train, cli_eval, cli_runtime, cli_serve):
     module.register(app)
 
 

@@ -1,0 +1,183 @@
+"""Video jobs: a bounded worker pool runs `ferkit.runtime.process_video` on uploads; files expire.
+
+Each job lives in its own folder under the work dir: the upload (deleted when processing ends) and the
+outputs (annotated MP4, CSV, emotions plot), deleted with the job after `job_ttl_s`, on DELETE, or on
+shutdown.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import shutil
+import threading
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ferkit.apps.web.errors import ApiError
+
+log = logging.getLogger("ferkit.web")
+
+
+class JobCancelled(Exception):
+    pass
+
+
+@dataclass
+class Job:
+    id: str
+    filename: str
+    dir: Path
+    source: Path
+    created: float = field(default_factory=time.time)
+    status: str = "queued"
+    frames_done: int = 0
+    frames_total: int = 0
+    finished: float | None = None
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    report: object | None = None  # ferkit.runtime.video.VideoReport
+    labels: dict[str, int] = field(default_factory=dict)
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def active(self) -> bool:
+        return self.status in ("queued", "running")
+
+    @property
+    def progress(self) -> float | None:
+        if self.status == "done":
+            return 1.0
+        if self.frames_total <= 0:
+            return 0.0 if self.status == "queued" else None
+        return min(1.0, self.frames_done / self.frames_total)
+
+
+class JobManager:
+    def __init__(self, analyzer, work_dir: Path, workers: int, max_jobs: int, ttl_s: float, max_frames: int):
+        self.analyzer = analyzer
+        self.root = Path(work_dir)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.max_jobs, self.ttl_s, self.max_frames = max_jobs, ttl_s, max_frames
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ferkit-video")
+        self.jobs: dict[str, Job] = {}
+        self.lock = threading.Lock()
+        self.closed = False
+
+    # -- bookkeeping ------------------------------------------------------------------------------------
+    def counts(self) -> dict[str, int]:
+        with self.lock:
+            c = Counter(j.status for j in self.jobs.values())
+        return {"queued": c["queued"], "running": c["running"], "finished": sum(c.values()) - c["queued"] - c["running"]}
+
+    def check_capacity(self) -> None:
+        with self.lock:
+            active = sum(j.active for j in self.jobs.values())
+        if self.closed:
+            raise ApiError(503, "the server is shutting down", "shutting_down")
+        if active >= self.max_jobs:
+            raise ApiError(503, f"{active} video jobs are queued or running (the limit); try again later", "busy")
+
+    def new_job(self, filename: str, suffix: str) -> Job:
+        jid = uuid.uuid4().hex
+        d = self.root / jid
+        d.mkdir(parents=True)
+        return Job(jid, filename, d, d / f"upload{suffix}")
+
+    def get(self, jid: str) -> Job:
+        with self.lock:
+            job = self.jobs.get(jid)
+        if job is None:
+            raise ApiError(404, f"no video job {jid} (unknown, deleted, or expired)", "unknown_job")
+        return job
+
+    def submit(self, job: Job) -> None:
+        with self.lock:
+            active = sum(j.active for j in self.jobs.values())
+            if self.closed or active >= self.max_jobs:
+                shutil.rmtree(job.dir, ignore_errors=True)
+                raise ApiError(503, "too many video jobs are queued or running; try again later", "busy")
+            self.jobs[job.id] = job
+        self.pool.submit(self._run, job)
+
+    def delete(self, jid: str) -> None:
+        job = self.get(jid)
+        job.cancel.set()
+        with self.lock:
+            self.jobs.pop(jid, None)
+        if not job.status == "running":  # a running job removes its folder when it stops
+            shutil.rmtree(job.dir, ignore_errors=True)
+
+    def sweep(self, now: float | None = None) -> int:
+        """Delete finished jobs older than the TTL (and their files). Returns how many."""
+        now = now or time.time()
+        with self.lock:
+            old = [j for j in self.jobs.values() if not j.active and j.finished and now - j.finished > self.ttl_s]
+            for j in old:
+                del self.jobs[j.id]
+        for j in old:
+            shutil.rmtree(j.dir, ignore_errors=True)
+        return len(old)
+
+    def shutdown(self) -> None:
+        self.closed = True
+        with self.lock:
+            jobs = list(self.jobs.values())
+        for j in jobs:
+            j.cancel.set()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    # -- the work -----------------------------------------------------------------------------------------
+    def outputs(self, job: Job) -> dict[str, Path]:
+        from ferkit.runtime.video import output_paths
+
+        video, csv_path, plot = output_paths(job.source, job.dir / "out")
+        return {"video": video, "csv": csv_path, "plot": plot}
+
+    def _run(self, job: Job) -> None:
+        from ferkit.runtime.video import process_video
+
+        if job.cancel.is_set():
+            job.status, job.finished = "cancelled", time.time()
+            shutil.rmtree(job.dir, ignore_errors=True)
+            return
+        job.status = "running"
+
+        def progress(done: int, total: int) -> None:
+            job.frames_done, job.frames_total = done, total
+            if job.cancel.is_set():
+                raise JobCancelled()
+
+        try:
+            report = process_video(job.source, job.dir / "out", analyzer=self.analyzer, progress=progress,
+                                   max_frames=self.max_frames)
+            job.report = report
+            job.warnings = list(report.warnings)
+            if report.frames >= self.max_frames and job.frames_total > report.frames:
+                job.warnings.append(f"only the first {self.max_frames} of {job.frames_total} frames were processed "
+                                    "(the server's --max-video-frames)")
+            job.labels = _label_counts(report.csv)
+            job.frames_total = job.frames_total or report.frames
+            job.status = "done"
+        except JobCancelled:
+            job.status = "cancelled"
+        except ValueError as exc:  # VideoError and friends: the file's fault, said plainly
+            job.status, job.error = "failed", str(exc).replace(str(job.source), job.filename)
+        except Exception as exc:  # never let a job take the worker down
+            log.exception("video job %s failed", job.id)
+            job.status, job.error = "failed", f"processing failed ({type(exc).__name__}: {exc})"
+        finally:
+            job.finished = time.time()
+            job.source.unlink(missing_ok=True)
+            if job.status == "cancelled" or job.cancel.is_set():
+                shutil.rmtree(job.dir, ignore_errors=True)
+
+
+def _label_counts(path: Path) -> dict[str, int]:
+    with open(path, newline="") as fh:
+        return dict(Counter(row["label"] for row in csv.DictReader(fh)))

@@ -1,0 +1,54 @@
+"""Settings of the web app: what `ferkit serve` options set, with safe defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+MB = 1024 * 1024
+
+
+@dataclass
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    model: str | None = None  # .onnx path or shipped name; None: $FERKIT_MODEL or the shipped default
+    detector: str = "auto"
+    min_score: float = 0.5
+    detect_size: int = 640  # detection runs on images scaled to this long side
+    # Limits
+    max_upload_mb: float = 20.0  # one image (POST /predict, a WebSocket frame)
+    max_video_mb: float = 200.0  # one video upload
+    max_pixels: int = 40_000_000  # decoded image size (decompression bombs)
+    max_video_frames: int = 18_000  # frames of a video job (10 min at 30 fps); the rest is not processed
+    # Concurrency
+    inference_threads: int = 2  # images/frames analysed at once (one shared model)
+    workers: int = 1  # video jobs processed at once
+    max_queued_jobs: int = 8  # video jobs waiting or running; more get 503
+    job_ttl_s: float = 3600.0  # finished jobs and their files are deleted after this long
+    max_streams: int = 4  # concurrent MJPEG streams
+    # /stream sources
+    media_dir: Path | None = None  # video files /stream may play (names relative to it); None: no files
+    allow_cameras: bool = True  # /stream?source=0 opens the server's camera 0
+    work_dir: Path | None = None  # where video jobs live; None: a fresh temporary folder, removed on shutdown
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * MB)
+
+    @property
+    def max_video_bytes(self) -> int:
+        return int(self.max_video_mb * MB)
+
+    def validate(self) -> Settings:
+        for name in ("max_upload_mb", "max_video_mb", "max_pixels", "max_video_frames", "inference_threads",
+                     "workers", "max_queued_jobs", "job_ttl_s", "max_streams", "detect_size"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name.replace('_', '-')} must be positive, not {getattr(self, name)}")
+        if self.max_queued_jobs < self.workers:
+            self.max_queued_jobs = self.workers
+        if self.media_dir is not None:
+            self.media_dir = Path(self.media_dir).expanduser().resolve()
+            if not self.media_dir.is_dir():
+                raise ValueError(f"--media-dir {self.media_dir}: no such folder")
+        return self
