@@ -56,9 +56,12 @@ def install_error_handlers(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"no such endpoint: {request.method} {request.url.path} (see /docs)"
-        elif exc.status_code == 405:
-            detail = f"{request.method} is not allowed on {request.url.path} (see /docs)"
-        return error_response(exc.status_code, detail, headers=getattr(exc, "headers", None))
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            allowed = _allowed_methods(request)
+            detail = f"{request.method} is not allowed on {request.url.path}; use {', '.join(allowed)}"
+            headers = {**(headers or {}), "Allow": ", ".join(allowed)}
+        return error_response(exc.status_code, detail, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
@@ -70,6 +73,18 @@ def install_error_handlers(app: FastAPI) -> None:
 
         logging.getLogger("ferkit.web").exception("unexpected error on %s %s", request.method, request.url.path)
         return error_response(500, f"internal error ({type(exc).__name__}); this is a bug in ferkit, please report it")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method the routes matching this path accept (Starlette's own 405 names only the first route's)."""
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches({**request.scope, "method": "GET", "type": "http"})
+        if match != Match.NONE and getattr(route, "methods", None):
+            methods |= set(route.methods)
+    return sorted(methods) or ["GET"]
 
 
 class PayloadTooLarge(ApiError):

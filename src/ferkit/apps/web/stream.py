@@ -37,8 +37,8 @@ def resolve_source(source: str, media_dir: Path | None, allow_cameras: bool) -> 
     if not path.is_relative_to(media_dir):
         raise ApiError(403, f"{source!r} is outside the media folder", "outside_media_dir")
     if path.suffix.lower() not in VIDEO_SUFFIXES:
-        raise ApiError(415, f"{source!r} is not a video file name ({', '.join(sorted(VIDEO_SUFFIXES))})",
-                       "unsupported_media_type")
+        raise ApiError(404, f"no video {source!r} in the media folder (video names end in "
+                            f"{', '.join(sorted(VIDEO_SUFFIXES))})", "no_such_source")
     if not path.is_file():
         raise ApiError(404, f"no video {source!r} in the media folder", "no_such_source")
     return str(path)
