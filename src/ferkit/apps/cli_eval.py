@@ -77,7 +77,7 @@ def evaluate(
     d = m["data"]
     console.print(f"model [bold]{m['model']['name']}[/bold] ({m['model']['backend']}, {m['model']['architecture']}, "
                   f"{len(m['model']['classes'])} classes)  data {d['source']} split {d['split']}: "
-                  f"{d['faces_in_split']:,} faces", highlight=False)
+                  f"{d['faces_in_split']:,} faces", highlight=False, soft_wrap=True)
     for cls, n in m["classes"]["left_out"].items():
         console.print(f"[yellow]left out:[/yellow] {n:,} faces of class {cls!r}, which the model does not know",
                       highlight=False)
@@ -91,8 +91,9 @@ def evaluate(
     console.print(_metrics_table(m))
     console.print(f"[bold]accuracy {m['accuracy']:.4f}[/bold]  macro-F1 {m['macro_f1']:.4f}  "
                   f"balanced accuracy {m['macro_recall']:.4f}  ECE {m['ece']:.4f} (15 bins)  NLL {m['nll']:.4f}",
-                  highlight=False)
-    console.print("wrote " + ", ".join(m["files"].values()), highlight=False)
+                  highlight=False, soft_wrap=True)
+    for f in m["files"].values():
+        console.print(f"wrote {f}", highlight=False, soft_wrap=True)
 
 
 @user_errors

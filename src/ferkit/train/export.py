@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import platform
+import shlex
+import warnings
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
@@ -37,10 +42,12 @@ def export_onnx(model: nn.Module, path: str | Path, opset: int = 17) -> Path:
     path = Path(path)
     wrapped = WithSoftmax(model.float().eval().to(memory_format=torch.contiguous_format))
     dummy = torch.zeros(2, 1, INPUT_SIZE, INPUT_SIZE)
-    torch.onnx.export(
-        wrapped, (dummy,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-        dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, opset_version=opset, dynamo=False,
-    )
+    with warnings.catch_warnings():  # the TorchScript exporter is deprecated, not broken: keep the CLI quiet
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            wrapped, (dummy,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, opset_version=opset, dynamo=False,
+        )
     return path
 
 
@@ -63,12 +70,199 @@ def sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def hardware() -> str:
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def hardware(device: str | torch.device | None = None) -> str:
+    """The machine in words: the GPU when training runs on CUDA, else the CPU model and torch's thread count."""
+    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if dev.type == "cuda":
+        return f"{torch.cuda.get_device_name(dev)} (CUDA {torch.version.cuda}), host {cpu_name()}"
+    return f"{cpu_name()}, {torch.get_num_threads()} torch threads of {os.cpu_count()} CPUs"
 
 
 def make_card(name: str, spec: dict, tta: str, metrics: dict, training: dict, notes: str = "") -> ModelCard:
     return ModelCard(name=name, classes=list(spec["classes"]), architecture=spec["name"], tta=tta,
                      metrics=metrics, training=training, notes=notes)
+
+
+# ---------------------------------------------------------------------------- shipping a run
+def training_command(cfg) -> str:
+    """The `ferkit train` command line that rebuilds `cfg` (a TrainConfig), options at their defaults left out.
+
+    Settings the command line cannot express (e.g. model_kwargs) make it `--config <the run's config.json>`.
+    """
+    import inspect
+
+    from ferkit.apps.cli_train import train as cli_train
+    from ferkit.train.config import TrainConfig
+
+    params = inspect.signature(cli_train).parameters
+    defaults = TrainConfig()
+    args = ["ferkit", "train", str(cfg.data)]
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.name == "data":
+            continue
+        if f.name not in params:
+            if value != getattr(defaults, f.name):
+                return shlex.join(["ferkit", "train", str(cfg.data), "--config", str(Path(cfg.out) / "config.json")])
+            continue
+        cli_default = params[f.name].default
+        if f.name not in ("model", "out") and value == cli_default:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            args.append(flag if value else "--no-" + f.name.replace("_", "-"))
+        elif value is None:
+            continue
+        elif isinstance(value, (list, tuple)):
+            args += [flag, ",".join(map(str, value))]
+        else:
+            args += [flag, repr(value) if isinstance(value, float) else str(value)]
+    return shlex.join(args)
+
+
+def data_files(cfg_data: str | Path, ferplus: str | Path | None) -> dict[str, str]:
+    """sha256 of the data file(s) a run read: the FER2013 CSV (and FER+ votes), or a digest of a folder tree."""
+    from ferkit.data import find_fer2013_csv
+
+    src = Path(cfg_data)
+    out: dict[str, str] = {}
+    csv_path = src if src.is_file() else find_fer2013_csv(src) if src.is_dir() else None
+    if csv_path is not None:
+        out[csv_path.name] = sha256(csv_path)
+    elif src.is_dir():  # a folder tree: sha256 over "relative path  sha256" lines, sorted
+        lines = sorted(f"{p.relative_to(src)}  {sha256(p)}" for p in src.rglob("*") if p.is_file())
+        out[f"{src.name}/ (tree of {len(lines)} files)"] = hashlib.sha256("\n".join(lines).encode()).hexdigest()
+    if ferplus:
+        votes = Path(ferplus) if not isinstance(ferplus, bool) else (csv_path.parent / "fer2013new.csv")
+        if votes.is_file():
+            out[votes.name] = sha256(votes)
+    return out
+
+
+def training_info(run: str | Path) -> dict:
+    """What a model card says about how the model was made, from the run folder's own records."""
+    from ferkit.train.checkpoint import read_metadata
+    from ferkit.train.config import TrainConfig
+
+    run = Path(run)
+    info: dict = {}
+    cfg = TrainConfig.load(run / "config.json") if (run / "config.json").is_file() else None
+    if cfg is not None:
+        info["command"] = training_command(cfg)
+        info["config"] = asdict(cfg)
+        info["data_sha256"] = data_files(cfg.data, cfg.ferplus)
+        info["train_split"], info["val_split"] = cfg.train_split, cfg.val_split
+    state = None
+    if (run / "last.safetensors").is_file():
+        state = read_metadata(run / "last.safetensors").get("state")
+    history = state["history"] if state else _read_history(run / "history.csv")
+    if history:
+        info["epochs"] = len(history)
+        best = max(history, key=lambda h: float(h["val_acc"]))
+        info["best_epoch"], info["best_val_acc"] = int(best["epoch"]), float(best["val_acc"])
+        info["wall_seconds"] = round(float(state["wall_seconds"]) if state else sum(float(h["seconds"]) for h in history), 1)
+    sessions = _run_sessions(run)
+    if sessions:
+        info["hardware"] = sorted({s["hardware"] for s in sessions})
+        info["precision"] = sorted({s.get("precision", "?") for s in sessions})
+        info["torch"] = sorted({s.get("torch", "?") for s in sessions})
+        info["sessions"] = len(sessions)
+    else:
+        info["hardware"] = [f"{hardware()} (the exporting machine: the run recorded none)"]
+        info["torch"] = [torch.__version__]
+    return info
+
+
+def _read_history(path: Path) -> list[dict]:
+    import csv
+
+    if not path.is_file():
+        return []
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _run_sessions(run: Path) -> list[dict]:
+    path = run / "runinfo.json"
+    if not path.is_file():
+        return []
+    try:
+        return list(json.loads(path.read_text()).get("sessions", []))
+    except (ValueError, AttributeError):
+        return []
+
+
+def export_run(run: str | Path, name: str, out: str | Path, tta: str = "none", data: str | Path | None = None,
+               ferplus: str | Path | None = None, check_faces: int = 256, tolerance: float = 1e-4,
+               notes: str = "", reports: bool = True) -> dict:
+    """Ship a training run: ONNX (softmax included) + model card, checked against torch and scored.
+
+    1. export best.safetensors to `out/NAME.onnx`;
+    2. compare ONNX with torch on `check_faces` real validation faces: every argmax must agree and
+       every probability within `tolerance`, else ValueError;
+    3. write the card `out/NAME.json` (classes, input contract, TTA, training command, data sha256,
+       wall time, hardware), then score the ONNX file through `ferkit.evaluation` (the same path as
+       `ferkit evaluate`) on PublicTest and PrivateTest and put those figures in the card.
+
+    `data`/`ferplus` default to the run's own. Returns paths, the check figures and the card.
+    """
+    from ferkit.data import load_dataset
+    from ferkit.evaluation import evaluate
+    from ferkit.preprocessing import normalize
+    from ferkit.train.config import TrainConfig
+
+    run, out = Path(run), Path(out)
+    if tta not in ("none", "flip"):
+        raise ValueError(f"tta {tta!r}: a model card supports 'none' or 'flip' (what the runtime can apply)")
+    if not (run / "model.json").is_file() or not (run / "best.safetensors").is_file():
+        raise FileNotFoundError(f"{run}: not a training run folder (model.json and best.safetensors expected)")
+    cfg = TrainConfig.load(run / "config.json") if (run / "config.json").is_file() else TrainConfig()
+    data = data or cfg.data
+    ferplus = ferplus if ferplus is not None else cfg.ferplus
+    if not data:
+        raise ValueError(f"{run}: no data recorded in config.json; pass the data to score on")
+    faces = load_dataset(data, ferplus=ferplus)
+    model, spec = load_run_model(run)
+
+    out.mkdir(parents=True, exist_ok=True)
+    onnx_path, card_path = out / f"{name}.onnx", out / f"{name}.json"
+    export_onnx(model, onnx_path)
+
+    check_split = cfg.val_split if cfg.val_split in faces.split_names() else faces.split_names()[0]
+    sample = faces.split(check_split).images[:check_faces]
+    max_dp, n_disagree = max_disagreement(model, onnx_path, normalize(sample))
+    if n_disagree or max_dp >= tolerance:
+        raise ValueError(f"{onnx_path}: ONNX and torch disagree on {check_split} faces "
+                         f"({n_disagree} argmax differences of {len(sample)}, max |dp| {max_dp:.2e})")
+
+    card = make_card(name, spec, tta, metrics={}, training=training_info(run), notes=notes)
+    card.training["onnx_check"] = {"split": check_split, "faces": len(sample), "max_abs_prob_diff": max_dp,
+                                   "argmax_disagreements": n_disagree}
+    card.save(card_path)  # the runtime needs the card beside the ONNX file to score it
+    evaluated = {}
+    for split in ("PublicTest", "PrivateTest"):
+        if split not in faces.split_names():
+            continue
+        m = evaluate(onnx_path, data, split=split, tta=tta, ferplus=ferplus, faces=faces,
+                     out=out / f"{name}-eval" / split if reports else None)
+        evaluated[split] = m
+        card.metrics[split] = {
+            "accuracy": round(m["accuracy"], 5), "tta": tta, "faces": m["n"],
+            "macro_f1": round(m["macro_f1"], 5), "ece": round(m["ece"], 5),
+            "recall": {c: round(v["recall"], 4) for c, v in m["per_class"].items()},
+            "protocol": "FER+ majority vote" if ferplus else "FER2013 labels",
+        }
+    card.save(card_path)
+    return {"onnx": onnx_path, "card": card_path, "card_data": card, "size_bytes": onnx_path.stat().st_size,
+            "check": card.training["onnx_check"], "metrics": evaluated}

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
+import os
+import platform
 import sys
 import time
 from contextlib import nullcontext
@@ -44,11 +47,14 @@ def cpu_has_fast_bf16() -> bool:
 
 def autocast_for(device: torch.device, precision: str):
     """bf16 autocast where it pays (CUDA with bf16, CPUs with AMX), else plain fp32."""
-    use_bf16 = precision == "bf16" or (
+    return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if uses_bf16(device, precision) else nullcontext
+
+
+def uses_bf16(device: torch.device, precision: str) -> bool:
+    return precision == "bf16" or (
         precision == "auto"
         and (cpu_has_fast_bf16() if device.type == "cpu" else torch.cuda.is_available() and torch.cuda.is_bf16_supported())
     )
-    return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
 
 
 # ---------------------------------------------------------------------------- data
@@ -177,6 +183,33 @@ def plot_curves(history: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def record_session(out: Path, cfg: TrainConfig, device: torch.device, resumed_after: int) -> None:
+    """Append this process to out/runinfo.json: command line, machine, precision, library versions.
+
+    Model cards read it (hardware, precision); one entry per start or resume of the run.
+    """
+    from ferkit.train.export import hardware
+
+    path = out / "runinfo.json"
+    try:
+        sessions = json.loads(path.read_text()).get("sessions", []) if path.is_file() else []
+    except (ValueError, AttributeError):
+        sessions = []
+    sessions.append({
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": sys.argv, "resumed_after_epoch": resumed_after,
+        "hardware": hardware(device), "device": str(device),
+        "precision": "bf16" if uses_bf16(device, cfg.precision) else "fp32", "threads": torch.get_num_threads(),
+        "torch": torch.__version__, "python": platform.python_version(),
+    })
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps({"sessions": sessions}, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def early_stopped(cfg: TrainConfig, state: dict) -> bool:
+    return bool(cfg.early_stop) and state["epoch"] > 0 and state["epoch"] - state["best_epoch"] >= cfg.early_stop
+
+
 # ---------------------------------------------------------------------------- the loop
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_after: int | None = None) -> dict:
     """Train per `cfg`, writing everything into cfg.out; returns the final state dict.
@@ -184,6 +217,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
     resume: continue from cfg.out/last.safetensors exactly where it left off.
     stop_after: end the process's work after this many epochs (used to test resuming).
     """
+    from ferkit.models import list_models
+
+    if cfg.model not in list_models():  # fail before loading data
+        raise ValueError(f"unknown model {cfg.model!r}; registered: {', '.join(list_models())}")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
@@ -213,12 +250,15 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
     save_architecture(model, out / "model.json", classes=list(train_set.class_names))
     state = {"epoch": 0, "best_acc": -1.0, "best_epoch": 0, "history": [], "wall_seconds": 0.0}
     last = out / "last.safetensors"
+    for stale in out.glob(".*.safetensors.tmp*"):  # left by a process killed while writing a checkpoint
+        stale.unlink(missing_ok=True)
     if resume and last.exists():
         state = load_training_state(last, model, optimizer, scheduler, gen)
         print(f"resumed {out} after epoch {state['epoch']}", file=sys.stderr)
+    record_session(out, cfg, device, state["epoch"])
 
     done_here = 0
-    while state["epoch"] < cfg.epochs:
+    while state["epoch"] < cfg.epochs and not early_stopped(cfg, state):
         epoch = state["epoch"] + 1
         t0 = time.time()
         model.train()
@@ -240,7 +280,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
             optimizer.step()
             if per_step:
                 scheduler.step()
-            tot_loss += float(loss) * len(idx)
+            tot_loss += loss.item() * len(idx)
             tot_correct += int((logits.argmax(1) == y.argmax(1)).sum())
             seen += len(idx)
             bar.set_postfix(loss=f"{tot_loss / seen:.4f}", acc=f"{tot_correct / seen:.4f}")
@@ -269,7 +309,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
               f"{cfg.val_split} loss {val_loss:.4f} acc {val_acc:.4f} | best {state['best_acc']:.4f} "
               f"(epoch {state['best_epoch']}) | {seconds:.0f}s", file=sys.stderr, flush=True)
         done_here += 1
-        if cfg.early_stop and epoch - state["best_epoch"] >= cfg.early_stop:
+        if early_stopped(cfg, state):
             print(f"early stop: no better {cfg.val_split} accuracy for {cfg.early_stop} epochs", file=sys.stderr)
             break
         if stop_after is not None and done_here >= stop_after:
