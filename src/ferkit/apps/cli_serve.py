@@ -38,7 +38,7 @@ def serve(
     workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="Video jobs processed at once "
                                                                           "(more wait in a bounded queue).")] = 1,
     max_queued_jobs: Annotated[int, typer.Option("--max-jobs", min=1, help="Video jobs queued or running at "
-                                                                           "once; more are refused (503).")] = 8,
+                                                                           "once; more are refused (429).")] = 8,
     inference_threads: Annotated[int, typer.Option("--inference-threads", min=1, max=64,
                                                    help="Images/frames analysed at once (one shared model).")] = 2,
     job_ttl: Annotated[float, typer.Option("--job-ttl", min=1, help="Seconds a finished video job's files are kept.")] = 3600.0,

@@ -233,7 +233,7 @@ def create_app(settings: Settings | None = None, analyzer=None) -> FastAPI:
         return await svc.run(svc.predict, data, name, annotate)
 
     @app.post(video_path, response_model=schemas.VideoJob, status_code=202, tags=["videos"],
-              summary="Start annotating a video", responses=_errors(400, 413, 415, 422, 503),
+              summary="Start annotating a video", responses=_errors(400, 413, 415, 422, 429, 503),
               openapi_extra={"requestBody": _VIDEO_BODY})
     async def create_video(request: Request):
         svc.jobs.check_capacity()
@@ -306,7 +306,7 @@ def create_app(settings: Settings | None = None, analyzer=None) -> FastAPI:
              response_class=StreamingResponse,
              responses={200: {"description": "multipart/x-mixed-replace JPEG frames: put the URL in an <img src>.",
                               "content": {f"multipart/x-mixed-replace; boundary=ferkitframe": {}}},
-                        **_errors(400, 403, 404, 422, 503)})
+                        **_errors(400, 403, 404, 422, 429)})
     async def stream(
         source: Annotated[str, Query(max_length=300, description="A camera index (0, 1, …) or a video file name "
                                                                   "inside the server's --media-dir.")],
@@ -316,7 +316,8 @@ def create_app(settings: Settings | None = None, analyzer=None) -> FastAPI:
 
         src = resolve_source(source, settings.media_dir, settings.allow_cameras)
         if svc.streams >= settings.max_streams:
-            raise ApiError(503, f"{svc.streams} streams are already playing (the limit); try again later", "busy")
+            raise ApiError(429, f"{svc.streams} streams are already playing (the limit); try again later", "busy",
+                           headers={"Retry-After": "10"})
         cap, fps = await anyio.to_thread.run_sync(open_capture, src)
         svc.streams += 1
         released = False

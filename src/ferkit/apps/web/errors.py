@@ -28,9 +28,10 @@ _CODES = {
 class ApiError(Exception):
     """Raise anywhere in a request: becomes `status` with {error: code, detail}."""
 
-    def __init__(self, status: int, detail: str, code: str | None = None):
+    def __init__(self, status: int, detail: str, code: str | None = None, headers: dict | None = None):
         super().__init__(detail)
         self.status, self.detail, self.code = status, detail, code or _CODES.get(status, "error")
+        self.headers = headers
 
 
 def error_response(status: int, detail: str, code: str | None = None, headers: dict | None = None) -> JSONResponse:
@@ -49,7 +50,7 @@ def _validation_message(exc: RequestValidationError) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
-        return error_response(exc.status, exc.detail, exc.code)
+        return error_response(exc.status, exc.detail, exc.code, exc.headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):

@@ -80,7 +80,8 @@ class JobManager:
         if self.closed:
             raise ApiError(503, "the server is shutting down", "shutting_down")
         if active >= self.max_jobs:
-            raise ApiError(503, f"{active} video jobs are queued or running (the limit); try again later", "busy")
+            raise ApiError(429, f"{active} video jobs are queued or running (the limit); try again later", "busy",
+                           headers={"Retry-After": "10"})
 
     def new_job(self, filename: str, suffix: str) -> Job:
         jid = uuid.uuid4().hex
@@ -100,7 +101,8 @@ class JobManager:
             active = sum(j.active for j in self.jobs.values())
             if self.closed or active >= self.max_jobs:
                 shutil.rmtree(job.dir, ignore_errors=True)
-                raise ApiError(503, "too many video jobs are queued or running; try again later", "busy")
+                raise ApiError(429, "too many video jobs are queued or running; try again later", "busy",
+                               headers={"Retry-After": "10"})
             self.jobs[job.id] = job
         self.pool.submit(self._run, job)
 

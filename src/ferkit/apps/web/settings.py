@@ -24,7 +24,7 @@ class Settings:
     # Concurrency
     inference_threads: int = 2  # images/frames analysed at once (one shared model)
     workers: int = 1  # video jobs processed at once
-    max_queued_jobs: int = 8  # video jobs waiting or running; more get 503
+    max_queued_jobs: int = 8  # video jobs waiting or running; more get 429
     job_ttl_s: float = 3600.0  # finished jobs and their files are deleted after this long
     max_streams: int = 4  # concurrent MJPEG streams
     # /stream sources

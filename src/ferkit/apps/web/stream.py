@@ -24,7 +24,7 @@ def resolve_source(source: str, media_dir: Path | None, allow_cameras: bool) -> 
     source = source.strip()
     if not source:
         raise ApiError(400, "source is empty: give a camera index (0, 1, …) or a video file name from the media folder")
-    if source.isdigit() and len(source) <= 3:
+    if source.isascii() and source.isdigit() and len(source) <= 3:  # not '²', which isdigit() too
         if not allow_cameras:
             raise ApiError(403, "camera sources are disabled on this server", "cameras_disabled")
         return int(source)
