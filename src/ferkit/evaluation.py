@@ -219,7 +219,7 @@ def plot_confusion(metrics: dict, path: str | Path, title: str = "") -> Path:
     ax.set_title(title or f"accuracy {metrics['accuracy']:.2%}", fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return Path(path)
 
@@ -241,7 +241,7 @@ def plot_reliability(metrics: dict, path: str | Path, title: str = "") -> Path:
     ax.set_title(title or f"ECE {metrics['ece']:.3f} ({len(bins)} bins)", fontsize=10)
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return Path(path)
 

@@ -80,10 +80,10 @@ def evaluate(
                   f"{d['faces_in_split']:,} faces", highlight=False, soft_wrap=True)
     for cls, n in m["classes"]["left_out"].items():
         console.print(f"[yellow]left out:[/yellow] {n:,} faces of class {cls!r}, which the model does not know",
-                      highlight=False)
+                      highlight=False, soft_wrap=True)
     for folder, n in d["unknown_folders"].items():
         console.print(f"[yellow]left out:[/yellow] folder {folder} ({n:,} files): not an emotion name the data "
-                      f"readers know", highlight=False)
+                      f"readers know", highlight=False, soft_wrap=True)
     if d["skipped_files"]:
         console.print(f"[yellow]skipped:[/yellow] {d['skipped_files']} unreadable files", highlight=False)
     if m["classes"]["absent_from_data"]:
