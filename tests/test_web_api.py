@@ -423,3 +423,14 @@ def test_serve_with_a_bad_model_says_so(tmp_path):
     r = subprocess.run([*cmd, "serve", "--port", str(free_port()), "--media-dir", str(tmp_path / "none")],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "no such folder" in r.stderr
+
+
+def test_web_stack_never_imports_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; from ferkit.apps.web import Settings, create_app; app = create_app(Settings()); "
+            "from ferkit.apps import cli_serve; bad = [m for m in sys.modules if m == 'torch' or m.startswith('torch.')]; "
+            "assert not bad, bad; print('ok', app.title)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "ok ferkit" in r.stdout, r.stderr

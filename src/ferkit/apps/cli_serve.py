@@ -39,8 +39,9 @@ def serve(
                                                                           "(more wait in a bounded queue).")] = 1,
     max_queued_jobs: Annotated[int, typer.Option("--max-jobs", min=1, help="Video jobs queued or running at "
                                                                            "once; more are refused (429).")] = 8,
-    inference_threads: Annotated[int, typer.Option("--inference-threads", min=1, max=64,
-                                                   help="Images/frames analysed at once (one shared model).")] = 2,
+    inference_threads: Annotated[Optional[int], typer.Option(
+        "--inference-threads", min=1, max=64, show_default="the CPU cores, at most 4",
+        help="Images/frames analysed at once (one shared model, one onnxruntime thread each).")] = None,
     job_ttl: Annotated[float, typer.Option("--job-ttl", min=1, help="Seconds a finished video job's files are kept.")] = 3600.0,
     media_dir: Annotated[Optional[Path], typer.Option("--media-dir", help="Folder of videos that /api/v1/stream may "
                                                                           "play; without it only cameras stream.")] = None,
@@ -60,8 +61,10 @@ def serve(
     os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(max_pixels))
     settings = Settings(host=host, port=port, model=model, detector=detector, max_upload_mb=max_upload_mb,
                         max_video_mb=max_video_mb, max_pixels=max_pixels, max_video_frames=max_video_frames,
-                        workers=workers, max_queued_jobs=max_queued_jobs, inference_threads=inference_threads,
-                        job_ttl_s=job_ttl, media_dir=media_dir, allow_cameras=not no_cameras)
+                        workers=workers, max_queued_jobs=max_queued_jobs, job_ttl_s=job_ttl, media_dir=media_dir,
+                        allow_cameras=not no_cameras)
+    if inference_threads:
+        settings.inference_threads = inference_threads
     if not _is_loopback(host):
         typer.secho(f"warning: listening on {host}: anyone who can reach this machine can use the server "
                     "(there is no authentication)", err=True, fg=typer.colors.YELLOW)

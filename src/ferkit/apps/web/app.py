@@ -143,7 +143,7 @@ def create_app(settings: Settings | None = None, analyzer=None) -> FastAPI:
         from ferkit.runtime.pipeline import Analyzer
 
         analyzer = Analyzer(settings.model, settings.detector, min_score=settings.min_score,
-                            max_side=settings.detect_size)
+                            max_side=settings.detect_size, threads=settings.model_threads)
     svc = Service(settings, analyzer)
 
     @contextlib.asynccontextmanager
@@ -258,7 +258,7 @@ def create_app(settings: Settings | None = None, analyzer=None) -> FastAPI:
             if sniff_image(head):
                 raise ApiError(415, f"{name}: this is a still image; POST images to {API}/predict", "image_not_video")
             raise ApiError(415, f"{name}: not a video in a format we read ({VIDEO_FORMATS})", "unsupported_media_type")
-        job = svc.jobs.new_job(name, suffix)
+        job = svc.jobs.new_job(name if isinstance(upload, UploadFile) else f"video{suffix}", suffix)
         try:
             if isinstance(upload, UploadFile):
                 def copy():

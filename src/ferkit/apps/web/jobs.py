@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import re
 import shutil
 import threading
 import time
@@ -87,7 +88,8 @@ class JobManager:
         jid = uuid.uuid4().hex
         d = self.root / jid
         d.mkdir(parents=True)
-        return Job(jid, filename, d, d / f"upload{suffix}")
+        stem = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(filename).stem)[:60].strip("_") or "upload"  # names the outputs
+        return Job(jid, filename, d, d / f"{stem}{suffix}")
 
     def get(self, jid: str) -> Job:
         with self.lock:

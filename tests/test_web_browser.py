@@ -1,0 +1,175 @@
+"""A real browser on the page: headless Debian Chromium driven by Playwright, its fake camera fed a .y4m of
+real faces. A label must appear over the live video, a photo upload must show a result, and a video upload
+must end with the annotated video playing. Screenshots are saved (FERKIT_SCREENSHOTS=DIR keeps copies).
+
+Playwright's own browser download cannot work here, so the test uses /usr/bin/chromium (apt-get install
+chromium; .ci/run does it) and skips, saying why, where it is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from _runtime_media import astronaut_bgr, encode, two_faces_frame, write_video
+from _web_server import Server, web_deps_or_skip
+
+CHROMIUM = Path(os.environ.get("FERKIT_CHROMIUM", "/usr/bin/chromium"))
+
+web_deps_or_skip()
+if not CHROMIUM.exists():
+    pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium (Playwright's browser download cannot be used here)",
+                allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright missing: pip install -e '.[test]'")
+
+# Counts WebSocket frames sent and answers received, to check the page never has two frames in flight.
+WS_PROBE = """
+(() => {
+  const probe = window.__wsProbe = { sent: 0, received: 0, maxInFlight: 0 };
+  const Native = window.WebSocket;
+  const send = Native.prototype.send;
+  Native.prototype.send = function (data) {
+    probe.sent += 1;
+    probe.maxInFlight = Math.max(probe.maxInFlight, probe.sent - probe.received);
+    return send.call(this, data);
+  };
+  function Probed(url, protocols) {
+    const ws = protocols === undefined ? new Native(url) : new Native(url, protocols);
+    ws.addEventListener("message", () => { probe.received += 1; });
+    return ws;
+  }
+  Probed.prototype = Native.prototype;
+  for (const k of ["CONNECTING", "OPEN", "CLOSING", "CLOSED"]) Probed[k] = Native[k];
+  window.WebSocket = Probed;
+})();
+"""
+
+
+def write_y4m(path: Path, frames: list[np.ndarray], fps: int = 10) -> Path:
+    """YUV4MPEG2 (4:2:0), what Chromium's --use-file-for-fake-video-capture reads."""
+    h, w = frames[0].shape[:2]
+    with open(path, "wb") as fh:
+        fh.write(f"YUV4MPEG2 W{w} H{h} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for f in frames:
+            fh.write(b"FRAME\n" + cv2.cvtColor(f, cv2.COLOR_BGR2YUV_I420).tobytes())
+    return path
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("screenshots")
+
+
+def keep(shot: Path) -> None:
+    dest = os.environ.get("FERKIT_SCREENSHOTS")
+    if dest:
+        Path(dest).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(dest) / shot.name)
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("browser-media")
+    # Two real faces (the astronaut and her mirror image), drifting slowly: a webcam that sees two people.
+    camera = [two_faces_frame(0.08 * (1 - np.cos(2 * np.pi * i / 30)) / 2) for i in range(30)]
+    photo = d / "astronaut.jpg"
+    photo.write_bytes(encode(astronaut_bgr(), ".jpg"))
+    return {"y4m": write_y4m(d / "faces.y4m", camera), "photo": photo, "video": write_video(d / "two.mp4", n=12, fps=6)}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with Server(tmp=tmp_path_factory.mktemp("browser-server")) as srv:
+        yield srv
+        assert "Traceback" not in srv.log(), srv.log()
+
+
+@pytest.fixture(scope="module")
+def page(media, server):
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=[
+            "--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--use-fake-device-for-media-stream",
+            "--use-fake-ui-for-media-stream", f"--use-file-for-fake-video-capture={media['y4m']}"])
+        context = browser.new_context(viewport={"width": 1280, "height": 860})
+        context.add_init_script(WS_PROBE)
+        pg = context.new_page()
+        errors: list[str] = []
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        pg.goto(server.url + "/")
+        pg.wait_for_function("document.getElementById('model-info').textContent.startsWith('model ')")
+        pg.js_errors = errors
+        yield pg
+        browser.close()
+    assert not errors, errors
+
+
+def classes_of(page) -> list[str]:
+    return page.evaluate("fetch('/api/v1/model').then(r => r.json()).then(m => m.classes)")
+
+
+def test_photo_upload_shows_annotated_image_and_bars(page, media, shots):
+    classes = classes_of(page)
+    page.set_input_files("#photo-input", str(media["photo"]))
+    page.wait_for_selector(".face-card h3", timeout=60_000)
+    title = page.inner_text(".face-card h3")
+    assert title.startswith("Face 1: ") and title.split()[2] in classes, title
+    assert len(page.query_selector_all(".face-card .bar-row")) == len(classes)
+    assert page.evaluate("document.getElementById('photo-annotated').naturalWidth") == 512
+    assert "1 face in astronaut.jpg" in page.inner_text("#photo-status")
+    page.wait_for_timeout(200)
+    shot = shots / "photo.png"
+    page.screenshot(path=str(shot), full_page=True)
+    keep(shot)
+
+
+def test_live_camera_labels_faces_over_the_video(page, shots):
+    classes = classes_of(page)
+    page.click("#tab-live")
+    page.click("#camera-start")
+    page.wait_for_function("window.ferkitLive.frames >= 4 && window.ferkitLive.lastFaces.length >= 1", timeout=90_000)
+    live = page.evaluate("({frames: ferkitLive.frames, fps: ferkitLive.fps, labels: ferkitLive.lastFaces.map(f => f.label),"
+                         " boxes: ferkitLive.lastFaces.map(f => f.box)})")
+    assert set(live["labels"]) <= set(classes) and live["fps"] > 0, live
+    chips = page.inner_text("#live-faces")
+    assert any(c in chips for c in classes), chips
+    assert "FPS" in page.inner_text("#live-fps")
+    # the labels are drawn on the canvas over the video, where the faces are
+    covered = page.evaluate("""() => {
+        const c = document.getElementById('live-overlay'), v = document.getElementById('live-video');
+        const r = c.getBoundingClientRect(), rv = v.getBoundingClientRect();
+        const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0; for (let i = 3; i < px.length; i += 4) if (px[i] > 0) n++;
+        return {painted: n, over: Math.abs(r.left - rv.left) < 2 && Math.abs(r.top - rv.top) < 2
+                && Math.abs(r.width - rv.width) < 2 && Math.abs(r.height - rv.height) < 2};
+    }""")
+    assert covered["painted"] > 500 and covered["over"], covered
+    probe = page.evaluate("window.__wsProbe")
+    assert probe["sent"] >= 4 and probe["maxInFlight"] == 1, probe  # never more than one frame in flight
+    page.wait_for_timeout(300)
+    shot = shots / "live.png"
+    page.screenshot(path=str(shot), full_page=True)
+    keep(shot)
+    page.click("#camera-stop")
+    assert page.evaluate("window.ferkitLive.running") is False
+
+
+def test_video_upload_plays_annotated_video_with_chart(page, media, shots):
+    page.click("#tab-video")
+    page.set_input_files("#video-input", str(media["video"]))
+    page.wait_for_function("window.ferkitVideo && ['done', 'failed'].includes(window.ferkitVideo.status)", timeout=120_000)
+    job = page.evaluate("window.ferkitVideo")
+    assert job["status"] == "done", job
+    page.wait_for_function("document.getElementById('video-player').readyState >= 2", timeout=30_000)
+    page.wait_for_function("document.getElementById('video-plot').naturalWidth > 0", timeout=30_000)
+    assert page.evaluate("document.getElementById('video-player').videoWidth") == 640
+    assert page.get_attribute("#video-csv", "href").endswith("/files/csv?download=true")
+    assert "done: 12 frames" in page.inner_text("#video-status")
+    page.wait_for_timeout(500)
+    shot = shots / "video.png"
+    page.screenshot(path=str(shot), full_page=True)
+    keep(shot)
