@@ -150,6 +150,9 @@ def main(argv=None) -> int:
         variants = {"calibrated": framing}
         if framing.level_eyes:
             variants["eyes not levelled"] = replace(framing, level_eyes=False)
+            variants["eyes at FER's median roll (-2.4 deg)"] = replace(framing, roll=-2.4)
+        variants["scale x0.9"] = replace(framing, scale=framing.scale * 0.9)
+        variants["scale x1.1"] = replace(framing, scale=framing.scale * 1.1)
         variants["bare box (scale 1)"] = Framing(1.0, 0.0, 0.0, level_eyes=False)
         for vname, fr in variants.items():
             crops = np.stack([crop_face(frame, d, fr) for _, _, d, frame in matched if d is not None]) \

@@ -101,6 +101,8 @@ def predict(
 
     analyzer = _analyzer(model, detector, min_score, detect_size)
     files = expand_inputs(inputs)
+    if out.exists():  # never re-read our own annotated images when OUT sits inside an input folder
+        files = [f for f in files if not (f.resolve().is_relative_to(out.resolve()) and f not in inputs)]
     if not files:
         raise ValueError("no input images")
     out.mkdir(parents=True, exist_ok=True)
