@@ -173,3 +173,14 @@ def test_video_upload_plays_annotated_video_with_chart(page, media, shots):
     shot = shots / "video.png"
     page.screenshot(path=str(shot), full_page=True)
     keep(shot)
+
+
+def test_api_docs_render_offline(page, server, shots):
+    """/docs is Swagger UI served by the app itself (no CDN: this machine has no internet)."""
+    page.goto(server.url + "/docs")
+    page.wait_for_selector(".opblock-summary-path", timeout=60_000)
+    paths = page.eval_on_selector_all(".opblock-summary-path", "els => els.map(e => e.textContent)")
+    assert any("/api/v1/predict" in p for p in paths) and any("/api/v1/videos" in p for p in paths), paths
+    shot = shots / "docs.png"
+    page.screenshot(path=str(shot), full_page=False)
+    keep(shot)

@@ -160,7 +160,9 @@ def create_app(settings: Settings | None = None, analyzer=None) -> FastAPI:
             task.cancel()
             await anyio.to_thread.run_sync(svc.close)
 
+    swagger_assets = _swagger_ui_assets()
     app = FastAPI(
+        docs_url=None if swagger_assets else "/docs",  # self-hosted below: /docs works without the internet
         title="ferkit",
         version=ferkit.__version__,
         summary="Facial expression recognition: faces in images, videos and live camera frames.",
@@ -191,6 +193,18 @@ def create_app(settings: Settings | None = None, analyzer=None) -> FastAPI:
     @app.get("/", include_in_schema=False)
     async def index():
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    if swagger_assets:
+        from fastapi.openapi.docs import get_swagger_ui_html
+
+        app.mount("/docs-assets", StaticFiles(directory=swagger_assets), name="swagger-ui")
+
+        @app.get("/docs", include_in_schema=False)
+        async def docs():
+            return get_swagger_ui_html(openapi_url=app.openapi_url, title="ferkit API",
+                                       swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                       swagger_css_url="/docs-assets/swagger-ui.css",
+                                       swagger_favicon_url="/favicon.ico")
 
     @app.get("/favicon.ico", include_in_schema=False)
     async def favicon():
@@ -375,6 +389,18 @@ def create_app(settings: Settings | None = None, analyzer=None) -> FastAPI:
             pass
 
     return app
+
+
+def _swagger_ui_assets() -> Path | None:
+    """Swagger UI's files from the `swagger-ui-py` package (serve extra), so /docs needs no CDN; else None."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("swagger_ui")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        static = Path(folder) / "static"
+        if (static / "swagger-ui-bundle.js").is_file() and (static / "swagger-ui.css").is_file():
+            return static
+    return None
 
 
 def _probe_video(path: Path, name: str) -> None:
