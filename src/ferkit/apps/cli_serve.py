@@ -46,6 +46,8 @@ def serve(
     media_dir: Annotated[Optional[Path], typer.Option("--media-dir", help="Folder of videos that /api/v1/stream may "
                                                                           "play; without it only cameras stream.")] = None,
     no_cameras: Annotated[bool, typer.Option("--no-cameras", help="Refuse /api/v1/stream of server cameras.")] = False,
+    max_connections: Annotated[int, typer.Option("--max-connections", min=1, help="Open connections at once; "
+                                                                                   "more get 503 at once.")] = 100,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve the web page (photo, live camera, video) and the JSON API at http://HOST:PORT (API docs at /docs)."""
@@ -75,7 +77,8 @@ def serve(
     typer.echo(f"ferkit serve: model {app.state.service.analyzer.model.name}, detector "
                f"{app.state.service.analyzer.detector.name}; open http://{shown}:{port}/ (API docs: /docs)")
     uvicorn.run(app, host=host, port=port, log_level=log_level, ws_max_size=int(max_upload_mb * 1024 * 1024) + 1024,
-                timeout_graceful_shutdown=5, timeout_keep_alive=15, server_header=False)
+                timeout_graceful_shutdown=5, timeout_keep_alive=15, server_header=False,
+                limit_concurrency=max_connections)
 
 
 def register(app: typer.Typer) -> None:

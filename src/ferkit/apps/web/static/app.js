@@ -120,7 +120,7 @@ async function predictPhoto(file) {
   list.innerHTML = "";
   let bitmap = null;
   try { bitmap = await createImageBitmap(file, { imageOrientation: "from-image" }); } catch (e) { /* thumbnails stay grey */ }
-  r.faces.forEach(async (f, i) => {
+  for (const [i, f] of r.faces.entries()) {
     const card = document.createElement("div");
     card.className = "face-card";
     const thumb = await faceThumb(bitmap, f.box);
@@ -131,7 +131,7 @@ async function predictPhoto(file) {
     body.append(h, bars(f));
     card.append(thumb, body);
     list.appendChild(card);
-  });
+  }
   setStatus(status, r.faces.length
     ? `${r.faces.length} face${r.faces.length > 1 ? "s" : ""} in ${file.name} (${r.width}×${r.height}, ` +
       `${Math.round(r.timings_ms.decode + r.timings_ms.analyze)} ms)`
