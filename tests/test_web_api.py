@@ -319,6 +319,12 @@ def test_bad_videos_are_4xx_json(server, client, media, astronaut_jpg, tmp_path)
     cut = truncated_copy(media / "clip.mp4", tmp_path / "cut.mp4", keep=0.4)  # OpenCV writes the index last
     assert_error(post(files={"file": ("cut.mp4", cut.read_bytes())}), 422, "cut.mp4")
     assert_error(post(content=b"\x1aE\xdf\xa3" + b"\x00" * 4000), 422)  # a WebM header and nothing else
+    wide = tmp_path / "wide.mkv"  # 6000x4000 frames: 24 MP, over the server's 20 MP
+    w = cv2.VideoWriter(str(wide), cv2.VideoWriter_fourcc(*"MJPG"), 5, (6000, 4000))
+    for _ in range(2):
+        w.write(np.zeros((4000, 6000, 3), np.uint8))
+    w.release()
+    assert_error(post(files={"file": ("wide.mkv", wide.read_bytes())}), 413, "6000x4000")
     big = b"\x00\x00\x00\x18ftypmp42" + bytes(4 * MB)
     assert_error(post(content=big), 413, "limit of 3 MB")
     # unknown and malformed ids

@@ -281,7 +281,7 @@ def create_app(settings: Settings | None = None, analyzer=None) -> FastAPI:
                 await anyio.to_thread.run_sync(copy)
             else:
                 await anyio.to_thread.run_sync(job.source.write_bytes, upload)
-            await anyio.to_thread.run_sync(_probe_video, job.source, name)
+            await anyio.to_thread.run_sync(_probe_video, job.source, name, settings.max_pixels)
         except BaseException:
             shutil.rmtree(job.dir, ignore_errors=True)
             raise
@@ -403,15 +403,18 @@ def _swagger_ui_assets() -> Path | None:
     return None
 
 
-def _probe_video(path: Path, name: str) -> None:
-    """The upload opens as a video and yields a first frame, or a 422 naming it."""
+def _probe_video(path: Path, name: str, max_pixels: int) -> None:
+    """The upload opens as a video of sensible frame size and yields a first frame, or a 4xx naming it."""
     from ferkit.runtime.video import VideoError, open_video
 
     try:
-        cap, _ = open_video(path)
+        cap, info = open_video(path)
     except VideoError as exc:
         raise ApiError(422, str(exc).replace(str(path), name), "unreadable_video") from None
     try:
+        if info.width * info.height > max_pixels:  # before decoding a frame of that size
+            raise ApiError(413, f"{name}: {info.width}x{info.height} frames are over the limit of {max_pixels:,} pixels",
+                           "too_many_pixels")
         ok, frame = cap.read()
     finally:
         cap.release()
