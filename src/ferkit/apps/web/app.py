@@ -319,7 +319,7 @@ def create_app(settings: Settings | None = None, analyzer=None) -> FastAPI:
     @app.get(f"{API}/stream", tags=["streams"], summary="MJPEG of an annotated camera or video file",
              response_class=StreamingResponse,
              responses={200: {"description": "multipart/x-mixed-replace JPEG frames: put the URL in an <img src>.",
-                              "content": {f"multipart/x-mixed-replace; boundary=ferkitframe": {}}},
+                              "content": {"multipart/x-mixed-replace; boundary=ferkitframe": {}}},
                         **_errors(400, 403, 404, 422, 429)})
     async def stream(
         source: Annotated[str, Query(max_length=300, description="A camera index (0, 1, …) or a video file name "

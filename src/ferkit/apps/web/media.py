@@ -66,7 +66,7 @@ def decode_upload(data: bytes, name: str, max_pixels: int) -> np.ndarray:
         return decode_image(data, name, max_pixels)
     except ImageTooLargeError as exc:
         raise ApiError(413, str(exc), "too_many_pixels") from None
-    except ImageError as exc:
+    except ImageError:
         if kind is None:
             what = "text" if _looks_like_text(data) else "data"
             raise ApiError(415, f"{name}: this {what} is not an image in a format we read ({IMAGE_FORMATS})",
