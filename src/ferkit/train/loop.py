@@ -283,7 +283,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
             tot_loss += loss.item() * len(idx)
             tot_correct += int((logits.argmax(1) == y.argmax(1)).sum())
             seen += len(idx)
-            bar.set_postfix(loss=f"{tot_loss / seen:.4f}", acc=f"{tot_correct / seen:.4f}")
+            bar.set_postfix(loss=f"{tot_loss / seen:.4f}", acc=f"{tot_correct / seen:.4f}", refresh=False)
         bar.close()
 
         val_logits = predict_logits(model, val_set.images, device, autocast, cfg.channels_last)
