@@ -226,7 +226,7 @@ def webcam(
     model: ModelOpt = None,
     detector: DetectorOpt = "auto",
     every: Annotated[int, typer.Option("--every", min=1, help="Analyse every Nth frame.")] = 1,
-    detect_size: MaxSideOpt = 480,
+    detect_size: MaxSideOpt = 320,  # live: speed first (see bench/runtime_speed.py)
     max_frames: Annotated[Optional[int], typer.Option("--max-frames", help="Close after this many frames.")] = None,
 ) -> None:
     """A live window with boxes, labels and FPS (q or Esc quits). Without a display, use `ferkit serve`."""
