@@ -67,6 +67,21 @@ def load_image(image: Any, name: str | None = None) -> np.ndarray:
     raise ImageError(f"{name or type(image).__name__}: cannot use a {type(image).__name__} as an image")
 
 
+def reading_order(dets: list) -> list:
+    """Sort detections into rows (centres within half a face height) read top to bottom, left to right."""
+    if len(dets) < 2:
+        return list(dets)
+    height = float(np.median([d.box[3] - d.box[1] for d in dets]))
+    rows: list[list] = []
+    for d in sorted(dets, key=lambda d: (d.box[1] + d.box[3]) / 2):
+        cy = (d.box[1] + d.box[3]) / 2
+        if rows and cy - (rows[-1][0].box[1] + rows[-1][0].box[3]) / 2 < height / 2:
+            rows[-1].append(d)
+        else:
+            rows.append([d])
+    return [d for row in rows for d in sorted(row, key=lambda d: d.box[0])]
+
+
 class Analyzer:
     """Detector + framing + expression model, ready to run on images or video frames (thread-safe)."""
 
@@ -88,9 +103,9 @@ class Analyzer:
         return self.model.classes
 
     def analyze(self, image: Any) -> list[FaceResult]:
-        """All faces in the image, left to right."""
+        """All faces in the image, in reading order (rows top to bottom, left to right in a row)."""
         bgr = load_image(image)
-        dets = sorted((d for d in self.detector.detect(bgr) if d.score >= self.min_score), key=lambda d: d.box[0])
+        dets = reading_order([d for d in self.detector.detect(bgr) if d.score >= self.min_score])
         if not dets:
             return []
         from ferkit.preprocessing import to_gray_uint8
