@@ -226,6 +226,8 @@ class VideoReport:
 def output_paths(src: str | Path, out: str | Path | None) -> tuple[Path, Path, Path]:
     """(video, csv, plot) for `ferkit video IN [-o OUT]`: OUT may be a .mp4/.webm file or a folder."""
     src = Path(src)
+    if out is not None and Path(out).suffix.lower() in VIDEO_SUFFIXES - {".mp4", ".webm"}:
+        raise VideoError(f"{out}: annotated videos are written as .mp4 (H.264) or .webm (VP9), which browsers play")
     if out is not None and Path(out).suffix.lower() in (".mp4", ".webm"):
         video = Path(out)
         base = video.with_suffix("")
