@@ -196,8 +196,10 @@ def video(
     """Annotate a video: a browser-playable video, a per-frame CSV of every face, and an emotions-over-time plot."""
     from tqdm import tqdm
 
-    from ferkit.runtime.video import process_video
+    from ferkit.runtime.video import open_video, output_paths, process_video
 
+    output_paths(src, out)  # bad names and unreadable files fail before any progress bar
+    open_video(src)[0].release()
     analyzer = _analyzer(model, detector, min_score, detect_size)
     bar = tqdm(unit="frame", desc=src.name, file=sys.stderr, dynamic_ncols=True)
 
