@@ -17,8 +17,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
-import numpy as np
+import os
+
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # ffmpeg's own complaints: we raise clearer errors
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
 
 from ferkit.runtime.pipeline import Analyzer, FaceResult
 from ferkit.runtime.draw import draw_results
