@@ -32,7 +32,7 @@ import numpy as np
 
 from ferkit.data import default_data_dir, load_dataset
 from ferkit.runtime.align import FRAMINGS, Framing, crop_face
-from ferkit.runtime.detectors import Detection, get_detector
+from ferkit.runtime.detectors import get_detector
 
 FRAME_W, FRAME_H = 640, 480
 
