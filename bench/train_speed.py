@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cpu":
         print(f"# native bf16 on this CPU (AMX / AVX512-BF16): {'yes' if native else 'no'}; "
               f"`ferkit train --precision auto` uses {auto} here")
-    cols = variants + ([f"bf16 vs fp32"] if "fp32" in variants and "bf16" in variants else [])
+    cols = variants + (["bf16 vs fp32"] if "fp32" in variants and "bf16" in variants else [])
     header = f"{'model':16s} {'params':>11s} " + " ".join(f"{c:>13s}" for c in cols)
     print(header + "\n" + "-" * len(header))
     results = []

@@ -34,7 +34,7 @@ def test_tta_views():
 
 def test_five_crops_are_corners_and_centre():
     ramp = np.tile(np.arange(48, dtype=np.uint8) * 5, (48, 1))[None]  # value grows with the column
-    tl, tr, bl, br, centre = five_crops(ramp)
+    tl, tr, bl, _br, centre = five_crops(ramp)
     expect_left = cv2.resize(ramp[0, :44, :44], (48, 48), interpolation=cv2.INTER_LINEAR)
     expect_centre = cv2.resize(ramp[0, 2:46, 2:46], (48, 48), interpolation=cv2.INTER_LINEAR)
     assert np.array_equal(tl[0], expect_left) and np.array_equal(bl[0], expect_left)

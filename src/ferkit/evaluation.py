@@ -20,7 +20,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ferkit.preprocessing import INPUT_SIZE
 
 TTA_MODES = ("none", "flip", "crops")
 CROP_SIZE = 44  # multi-crop: 5 crops of 44x44 (4 corners + centre), each resized back to 48, and their mirrors
