@@ -19,12 +19,9 @@ _CACHE: dict = {}
 
 
 def real_data_dir() -> Path:
-    from ferkit.data import default_data_dir, find_fer2013_csv
+    from conftest import data_dir_or_skip
 
-    root = default_data_dir()
-    if find_fer2013_csv(root) is None:
-        pytest.skip(f"real data absent: no fer2013.csv[.gz] in {root} (set FERKIT_DATA to the folder holding it)")
-    return root
+    return data_dir_or_skip()
 
 
 def real_faces():

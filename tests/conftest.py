@@ -20,7 +20,10 @@ def data_dir_or_skip() -> Path:
 
     root = default_data_dir()
     if find_fer2013_csv(root) is None:
-        pytest.skip(f"real data absent: no fer2013.csv[.gz] in {root} (set FERKIT_DATA to the folder holding it)")
+        why = f"real data absent: no fer2013.csv[.gz] in {root} (set FERKIT_DATA to the folder holding it)"
+        if os.environ.get("FERKIT_REQUIRE_DATA"):  # CI sets this: there, missing data is a failure, not a skip
+            pytest.fail(why)
+        pytest.skip(why)
     return root
 
 

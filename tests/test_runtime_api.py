@@ -35,11 +35,10 @@ def astronaut() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def fer_faces():
-    from ferkit.data import default_data_dir, load_dataset
+    from conftest import data_dir_or_skip
+    from ferkit.data import load_dataset
 
-    root = default_data_dir()
-    if not root.exists():
-        pytest.skip(f"FER2013 not found at {root} (set FERKIT_DATA)")
+    root = data_dir_or_skip()
     faces = load_dataset(root).split("PrivateTest")
     return faces.subset(np.arange(len(faces)) < 600)
 
