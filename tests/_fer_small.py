@@ -7,13 +7,12 @@ seconds. Tests that need the data skip with a clear reason when the real file is
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-FERKIT = [sys.executable, "-m", "ferkit.apps.cli"]
+from conftest import FERKIT  # noqa: E402  (one definition of how tests call the CLI)
 
 _CACHE: dict = {}
 

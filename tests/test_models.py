@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import pytest
 
@@ -12,7 +11,7 @@ torch = pytest.importorskip("torch", reason="the training stack needs torch: pip
 
 from ferkit.models import count_parameters, create_model, list_models, load_architecture, save_architecture  # noqa: E402
 
-FERKIT = [sys.executable, "-m", "ferkit.apps.cli"]
+from conftest import FERKIT  # noqa: E402  (one definition of how tests call the CLI)
 REGISTERED = ["fer-resnet", "fer-resnet-s", "fer-vgg", "mlp", "seed-cnn", "seed-cnn-small"]
 
 
