@@ -122,7 +122,10 @@ def test_export_writes_a_complete_card(shipped):
         assert 0.0 < card.metrics[split]["accuracy"] <= 1.0
     t = card.training
     assert t["data_sha256"] == {"small.csv": sha256(shipped["csv"])}
-    assert t["epochs"] == 1 and t["wall_seconds"] > 0 and t["hardware"] and t["precision"] == ["fp32"]
+    from ferkit.train.loop import cpu_has_fast_bf16
+
+    auto_precision = "bf16" if cpu_has_fast_bf16() else "fp32"  # --precision auto on this CPU
+    assert t["epochs"] == 1 and t["wall_seconds"] > 0 and t["hardware"] and t["precision"] == [auto_precision]
     assert t["onnx_check"]["argmax_disagreements"] == 0 and t["onnx_check"]["max_abs_prob_diff"] < 1e-4
     assert t["onnx_check"]["faces"] == 256
     assert t["command"].startswith(f"ferkit train {shipped['csv']} --model seed-cnn-small --epochs 1 ")
@@ -133,6 +136,9 @@ def test_export_writes_a_complete_card(shipped):
     assert m["tta"] == "flip" and m["accuracy"] == pytest.approx(card.metrics["PrivateTest"]["accuracy"], abs=1e-5)
     assert FacialExpressionModel(shipped["onnx"]).tta == "flip"
     assert shipped["onnx"].stat().st_size < 20 * 2**20
+    # only the model and its card land in the output folder; evaluation reports stay with the run
+    assert sorted(p.name for p in shipped["onnx"].parent.iterdir()) == ["tiny-fer.json", "tiny-fer.onnx"]
+    assert (shipped["run"] / "eval" / "tiny-fer" / "PrivateTest" / "confusion.png").is_file()
 
 
 def test_training_command_rebuilds_the_config(shipped, monkeypatch):

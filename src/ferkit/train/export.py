@@ -213,7 +213,9 @@ def export_run(run: str | Path, name: str, out: str | Path, tta: str = "none", d
        every probability within `tolerance`, else ValueError;
     3. write the card `out/NAME.json` (classes, input contract, TTA, training command, data sha256,
        wall time, hardware), then score the ONNX file through `ferkit.evaluation` (the same path as
-       `ferkit evaluate`) on PublicTest and PrivateTest and put those figures in the card.
+       `ferkit evaluate`) on PublicTest and PrivateTest and put those figures in the card; the reports
+       (JSON, confusion and reliability PNGs) go to `RUN/eval/NAME/SPLIT`, never beside the ONNX file,
+       so exporting into the package's weights folder ships only the model and its card.
 
     `data`/`ferplus` default to the run's own. Returns paths, the check figures and the card.
     """
@@ -255,7 +257,7 @@ def export_run(run: str | Path, name: str, out: str | Path, tta: str = "none", d
         if split not in faces.split_names():
             continue
         m = evaluate(onnx_path, data, split=split, tta=tta, ferplus=ferplus, faces=faces,
-                     out=out / f"{name}-eval" / split if reports else None)
+                     out=run / "eval" / name / split if reports else None)
         evaluated[split] = m
         card.metrics[split] = {
             "accuracy": round(m["accuracy"], 5), "tta": tta, "faces": m["n"],
