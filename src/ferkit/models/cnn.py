@@ -15,6 +15,26 @@ def dense_bn(fin: int, fout: int, dropout: float) -> list[nn.Module]:
     return [nn.Linear(fin, fout), nn.BatchNorm1d(fout), nn.ReLU(inplace=True), nn.Dropout(dropout)]
 
 
+def tutorial_cnn(stages: list[list[tuple[int, int]]], dense: tuple[int, ...], num_classes: int,
+                 dropout: float, in_size: int) -> nn.Module:
+    """The Keras tutorials' layout: conv stages (conv-BN-ReLU per (width, kernel), then max-pool and
+    dropout) -> flatten -> dense-BN-ReLU-dropout per width -> classes."""
+    layers: list[nn.Module] = []
+    cin = 1
+    for stage in stages:
+        for cout, k in stage:
+            layers += conv_bn(cin, cout, k)
+            cin = cout
+        layers += [nn.MaxPool2d(2), nn.Dropout(dropout)]
+    fin = cin * (in_size // 2 ** len(stages)) ** 2
+    layers.append(nn.Flatten())
+    for width in dense:
+        layers += dense_bn(fin, width, dropout)
+        fin = width
+    layers.append(nn.Linear(fin, num_classes))
+    return nn.Sequential(*layers)
+
+
 @register_model("seed-cnn")
 def seed_cnn(num_classes: int = 7, dropout: float = 0.25, in_size: int = 48) -> nn.Module:
     """The tutorial's 4-conv + 2-dense CNN: 64 3x3, 128 5x5, 512 3x3, 512 3x3 -> 256 -> 512 -> classes.
@@ -22,29 +42,15 @@ def seed_cnn(num_classes: int = 7, dropout: float = 0.25, in_size: int = 48) -> 
     With biases on every conv and dense layer this has exactly 4,474,759 trainable parameters for
     7 classes, the figure Keras prints less its BatchNorm moving statistics.
     """
-    layers: list[nn.Module] = []
-    cin = 1
-    for cout, k in ((64, 3), (128, 5), (512, 3), (512, 3)):
-        layers += conv_bn(cin, cout, k) + [nn.MaxPool2d(2), nn.Dropout(dropout)]
-        cin = cout
-    side = in_size // 16
-    layers += [nn.Flatten()] + dense_bn(512 * side * side, 256, dropout) + dense_bn(256, 512, dropout)
-    layers += [nn.Linear(512, num_classes)]
-    return nn.Sequential(*layers)
+    stages = [[(64, 3)], [(128, 5)], [(512, 3)], [(512, 3)]]
+    return tutorial_cnn(stages, (256, 512), num_classes, dropout, in_size)
 
 
 @register_model("seed-cnn-small")
 def seed_cnn_small(num_classes: int = 7, dropout: float = 0.25, in_size: int = 48) -> nn.Module:
     """The tutorial's small CNN: 4 stages of two 3x3 convs (32, 64, 128, 256) -> 64 -> 64 -> classes."""
-    layers: list[nn.Module] = []
-    cin = 1
-    for cout in (32, 64, 128, 256):
-        layers += conv_bn(cin, cout) + conv_bn(cout, cout) + [nn.MaxPool2d(2), nn.Dropout(dropout)]
-        cin = cout
-    side = in_size // 16
-    layers += [nn.Flatten()] + dense_bn(256 * side * side, 64, dropout) + dense_bn(64, 64, dropout)
-    layers += [nn.Linear(64, num_classes)]
-    return nn.Sequential(*layers)
+    stages = [[(width, 3), (width, 3)] for width in (32, 64, 128, 256)]
+    return tutorial_cnn(stages, (64, 64), num_classes, dropout, in_size)
 
 
 @register_model("fer-vgg")
