@@ -10,6 +10,8 @@ import base64
 import csv
 import io
 import json
+import os
+import signal
 import struct
 import time
 import zlib
@@ -31,6 +33,7 @@ MB = 1024 * 1024
 def media(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("media")
     write_video(d / "clip.mp4", n=16, fps=8)
+    write_video(d / "long.mp4", n=150, fps=20)  # a job that runs for seconds
     (d / "notes.txt").write_text("not a video")
     return d
 
@@ -309,6 +312,38 @@ def test_video_raw_body_and_cancel(client, media):
     assert_error(client.get(url), 404)
 
 
+def video_worker_pids(server) -> list[int]:
+    """The server's spawned video-job processes (not multiprocessing's resource tracker)."""
+    pids = []
+    for children in Path(f"/proc/{server.proc.pid}/task").glob("*/children"):
+        for pid in children.read_text().split():
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes() if Path(f"/proc/{pid}").exists() else b""
+            if b"spawn_main" in cmdline:
+                pids.append(int(pid))
+    return pids
+
+
+def test_a_crashing_video_worker_fails_its_job_not_the_server(server, client, media):
+    """Each job decodes in its own process: kill it mid-video (as a decoder crash would) and only the job fails."""
+    r = client.post("/api/v1/videos", files={"file": ("long.mp4", (media / "long.mp4").read_bytes(), "video/mp4")})
+    assert r.status_code == 202, r.text
+    url = r.json()["url"]
+    end = time.monotonic() + 120
+    while client.get(url).json()["frames_done"] == 0:  # the worker process is up and analysing
+        assert time.monotonic() < end, client.get(url).json()
+        time.sleep(0.1)
+    pids = video_worker_pids(server)
+    assert len(pids) == 1, pids
+    os.kill(pids[0], signal.SIGKILL)
+    job = wait_job(client, url)
+    assert job["status"] == "failed" and "SIGKILL" in job["error"] and job["frames_done"] < 150, job
+    assert_alive(server, client)
+    # the next job gets a fresh worker and succeeds
+    r = client.post("/api/v1/videos", files={"file": ("clip.mp4", (media / "clip.mp4").read_bytes(), "video/mp4")})
+    assert wait_job(client, r.json()["url"])["status"] == "done"
+    assert video_worker_pids(server) == []
+
+
 def test_bad_videos_are_4xx_json(server, client, media, astronaut_jpg, tmp_path):
     post = lambda **kw: client.post("/api/v1/videos", **kw)  # noqa: E731
     assert_error(post(content=b""), 400, "empty")
@@ -403,7 +438,7 @@ def test_mjpeg_sources_are_restricted(server, client):
 def test_job_manager_expires_and_cleans(tmp_path):
     from ferkit.apps.web.jobs import JobManager
 
-    jm = JobManager(analyzer=None, work_dir=tmp_path / "jobs", workers=1, max_jobs=2, ttl_s=60, max_frames=10)
+    jm = JobManager(analyzer_args={}, work_dir=tmp_path / "jobs", workers=1, max_jobs=2, ttl_s=60, max_frames=10)
     job = jm.new_job("a.mp4", ".mp4")
     job.source.write_bytes(b"x")
     job.status, job.finished = "done", time.time() - 61

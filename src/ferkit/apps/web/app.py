@@ -2,7 +2,7 @@
 
 One `Analyzer` (one model, one detector) is shared by every request. Inference runs in worker threads,
 at most `inference_threads` at a time, never on the event loop; video jobs run in their own bounded
-pool (`jobs.JobManager`).
+pool (`jobs.JobManager`), each job in a child process of its own.
 """
 
 from __future__ import annotations
@@ -97,13 +97,17 @@ def _data_url(bgr: np.ndarray) -> str:
 class Service:
     """State shared by the routes: the analyzer, the inference limiter, jobs, streams."""
 
-    def __init__(self, settings: Settings, analyzer):
+    def __init__(self, settings: Settings):
+        from ferkit.runtime.pipeline import Analyzer
+
         self.settings = settings
-        self.analyzer = analyzer
+        analyzer_args = dict(model=None if settings.model is None else str(settings.model), detector=settings.detector,
+                             min_score=settings.min_score, max_side=settings.detect_size, threads=settings.model_threads)
+        self.analyzer = Analyzer(**analyzer_args)
         self.limiter = anyio.CapacityLimiter(settings.inference_threads)
         own = settings.work_dir is None
         self.work_dir = Path(tempfile.mkdtemp(prefix="ferkit-serve-")) if own else Path(settings.work_dir)
-        self.jobs = JobManager(analyzer, self.work_dir / "jobs", settings.workers, settings.max_queued_jobs,
+        self.jobs = JobManager(analyzer_args, self.work_dir / "jobs", settings.workers, settings.max_queued_jobs,
                                settings.job_ttl_s, settings.max_video_frames)
         self._own_work_dir = own
         self.streams = 0
@@ -136,15 +140,11 @@ class Service:
             shutil.rmtree(self.work_dir, ignore_errors=True)
 
 
-def create_app(settings: Settings | None = None, analyzer=None) -> FastAPI:
+def create_app(settings: Settings | None = None) -> FastAPI:
     """The web app. Loads the model now (so a bad --model fails at start, not on the first request)."""
     settings = (settings or Settings()).validate()
-    if analyzer is None:
-        from ferkit.runtime.pipeline import Analyzer
-
-        analyzer = Analyzer(settings.model, settings.detector, min_score=settings.min_score,
-                            max_side=settings.detect_size, threads=settings.model_threads)
-    svc = Service(settings, analyzer)
+    svc = Service(settings)
+    analyzer = svc.analyzer
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -1,5 +1,9 @@
 """Video jobs: a bounded worker pool runs `ferkit.runtime.process_video` on uploads; files expire.
 
+Each job's decoding and analysis run in a child process of its own (spawned, with its own Analyzer):
+an upload is untrusted input to FFmpeg's demuxers and decoders, and a crash or runaway there ends that
+job, not the server. Cancelling a job ends its process.
+
 Each job lives in its own folder under the work dir: the upload (deleted when processing ends) and the
 outputs (annotated MP4, CSV, emotions plot), deleted with the job after `job_ttl_s`, on DELETE, or on
 shutdown.
@@ -9,7 +13,9 @@ from __future__ import annotations
 
 import csv
 import logging
+import multiprocessing
 import re
+import signal
 import shutil
 import threading
 import time
@@ -22,10 +28,6 @@ from pathlib import Path
 from ferkit.apps.web.errors import ApiError
 
 log = logging.getLogger("ferkit.web")
-
-
-class JobCancelled(Exception):
-    pass
 
 
 @dataclass
@@ -44,6 +46,7 @@ class Job:
     report: object | None = None  # ferkit.runtime.video.VideoReport
     labels: dict[str, int] = field(default_factory=dict)
     cancel: threading.Event = field(default_factory=threading.Event)
+    pid: int | None = None  # the job's worker process, once started
 
     @property
     def active(self) -> bool:
@@ -59,8 +62,9 @@ class Job:
 
 
 class JobManager:
-    def __init__(self, analyzer, work_dir: Path, workers: int, max_jobs: int, ttl_s: float, max_frames: int):
-        self.analyzer = analyzer
+    def __init__(self, analyzer_args: dict, work_dir: Path, workers: int, max_jobs: int, ttl_s: float,
+                 max_frames: int):
+        self.analyzer_args = analyzer_args  # ferkit.runtime.Analyzer(**analyzer_args) in each job's process
         self.root = Path(work_dir)
         self.root.mkdir(parents=True, exist_ok=True)
         self.max_jobs, self.ttl_s, self.max_frames = max_jobs, ttl_s, max_frames
@@ -144,34 +148,22 @@ class JobManager:
         return {"video": video, "csv": csv_path, "plot": plot}
 
     def _run(self, job: Job) -> None:
-        from ferkit.runtime.video import process_video
-
         if job.cancel.is_set():
             job.status, job.finished = "cancelled", time.time()
             shutil.rmtree(job.dir, ignore_errors=True)
             return
         job.status = "running"
-
-        def progress(done: int, total: int) -> None:
-            job.frames_done, job.frames_total = done, total
-            if job.cancel.is_set():
-                raise JobCancelled()
-
         try:
-            report = process_video(job.source, job.dir / "out", analyzer=self.analyzer, progress=progress,
-                                   max_frames=self.max_frames)
-            job.report = report
-            job.warnings = list(report.warnings)
-            if report.frames >= self.max_frames and job.frames_total > report.frames:
-                job.warnings.append(f"only the first {self.max_frames} of {job.frames_total} frames were processed "
-                                    "(the server's --max-video-frames)")
-            job.labels = _label_counts(report.csv)
-            job.frames_total = job.frames_total or report.frames
-            job.status = "done"
-        except JobCancelled:
-            job.status = "cancelled"
-        except ValueError as exc:  # VideoError and friends: the file's fault, said plainly
-            job.status, job.error = "failed", str(exc).replace(str(job.source), job.filename)
+            report = self._in_child_process(job)
+            if report is not None:
+                job.report = report
+                job.warnings = list(report.warnings)
+                if report.frames >= self.max_frames and job.frames_total > report.frames:
+                    job.warnings.append(f"only the first {self.max_frames} of {job.frames_total} frames were "
+                                        "processed (the server's --max-video-frames)")
+                job.labels = _label_counts(report.csv)
+                job.frames_total = job.frames_total or report.frames
+                job.status = "done"
         except Exception as exc:  # never let a job take the worker down
             log.exception("video job %s failed", job.id)
             job.status, job.error = "failed", f"processing failed ({type(exc).__name__}: {exc})"
@@ -180,6 +172,67 @@ class JobManager:
             job.source.unlink(missing_ok=True)
             if job.status == "cancelled" or job.cancel.is_set():
                 shutil.rmtree(job.dir, ignore_errors=True)
+
+    def _in_child_process(self, job: Job):
+        """Run the job in a spawned process, relaying its progress; the report, or None (failed/cancelled)."""
+        ctx = multiprocessing.get_context("spawn")
+        receiver, sender = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_video_process, name=f"ferkit-video-{job.id[:8]}", daemon=True,
+                           args=(self.analyzer_args, str(job.source), str(job.dir / "out"), self.max_frames, sender))
+        proc.start()
+        sender.close()  # the child holds the only writer: EOF on the pipe means it has gone
+        job.pid = proc.pid
+        result = None
+        try:
+            while result is None:
+                if job.cancel.is_set():
+                    proc.terminate()
+                    job.status = "cancelled"
+                    return None
+                if not receiver.poll(0.2):
+                    continue
+                try:
+                    msg = receiver.recv()
+                except EOFError:
+                    break
+                if msg[0] == "progress":
+                    job.frames_done, job.frames_total = msg[1], msg[2]
+                else:
+                    result = msg
+        finally:
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+            receiver.close()
+        if result is None:  # the process died without a word: a decoder crash, the OOM killer, a kill
+            code = proc.exitcode
+            how = f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
+            job.status, job.error = "failed", f"processing this video stopped the worker process ({how})"
+            log.warning("video job %s: worker process ended with %s", job.id, how)
+            return None
+        if result[0] == "done":
+            return result[1]
+        job.status, job.error = "failed", result[1].replace(str(job.source), job.filename)
+        return None
+
+
+def _video_process(analyzer_args: dict, source: str, out: str, max_frames: int, conn) -> None:
+    """A video job's child process: analyse the file, report progress and the outcome through `conn`."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C on the server stops jobs through the server
+    from ferkit.runtime.pipeline import Analyzer
+    from ferkit.runtime.video import process_video
+
+    try:
+        report = process_video(source, out, analyzer=Analyzer(**analyzer_args), max_frames=max_frames,
+                               progress=lambda done, total: conn.send(("progress", done, total)))
+        conn.send(("done", report))
+    except ValueError as exc:  # VideoError and friends: the file's fault, said plainly
+        conn.send(("failed", str(exc)))
+    except Exception as exc:
+        conn.send(("failed", f"processing failed ({type(exc).__name__}: {exc})"))
+    finally:
+        conn.close()
 
 
 def _label_counts(path: Path) -> dict[str, int]:
