@@ -169,6 +169,28 @@ def test_video_every_n_to_webm(clip, tmp_path):
     assert (tmp_path / "clip.emotions.png").is_file()
 
 
+def test_video_keeps_the_sound(clip, tmp_path):
+    import imageio_ffmpeg
+
+    sound = tmp_path / "with_sound.mp4"  # the clip plus a 440 Hz tone, muxed by ffmpeg itself
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-i", str(clip), "-f", "lavfi", "-i",
+                    "sine=frequency=440:duration=10", "-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "aac",
+                    "-shortest", str(sound)], check=True)
+    assert "Audio: aac" in _probe(sound)
+    for out, codec in ((tmp_path / "a.mp4", "Audio: aac"), (tmp_path / "a.webm", "Audio: opus")):
+        r = ferkit("video", sound, "-o", out, "--every", "5")
+        assert r.returncode == 0 and "silent" not in r.stderr, r.stderr
+        info = _probe(out)
+        assert codec in info and ("Video: h264" in info or "Video: vp9" in info), info
+        cap = cv2.VideoCapture(str(out))
+        n = 0
+        while cap.read()[0]:
+            n += 1
+        assert n == 30  # muxing the sound kept every frame
+    r = ferkit("video", sound, "-o", tmp_path / "quiet.mp4", "--every", "5", "--no-audio")
+    assert r.returncode == 0 and "Audio:" not in _probe(tmp_path / "quiet.mp4")
+
+
 def test_bad_videos(clip, tmp_path):
     avi = write_video(tmp_path / "clip.avi", n=30, fps=15, fourcc="MJPG")
     cut = truncated_copy(avi, tmp_path / "cut.avi", 0.5)

@@ -192,6 +192,7 @@ def video(
     min_score: MinScoreOpt = 0.5,
     detect_size: MaxSideOpt = 480,
     max_frames: Annotated[Optional[int], typer.Option("--max-frames", help="Stop after this many frames.")] = None,
+    audio: Annotated[bool, typer.Option("--audio/--no-audio", help="Copy the source's sound into the annotated video.")] = True,
 ) -> None:
     """Annotate a video: a browser-playable video, a per-frame CSV of every face, and an emotions-over-time plot."""
     from tqdm import tqdm
@@ -210,7 +211,7 @@ def video(
 
     try:
         report = process_video(src, out, analyzer=analyzer, every=every, alpha=smooth, max_frames=max_frames,
-                               progress=progress)
+                               audio=audio, progress=progress)
     finally:
         bar.close()
     console.print(f"{report.frames} frames ({report.analysed} analysed) at {report.frames / max(report.seconds, 1e-9):.1f} "

@@ -4,7 +4,8 @@ browser-playable annotated video, a per-frame CSV and an emotions-over-time plot
 Writing: OpenCV's wheels cannot encode H.264 (no libx264 for licence reasons) and their VP9 runs at
 ~90 ms per 640x480 frame. We pipe frames to the ffmpeg binary that `imageio-ffmpeg` ships (libx264,
 ~5 ms per frame, `+faststart` so browsers start playing at once). Without imageio-ffmpeg the writer
-falls back to OpenCV's VP8 WebM, which browsers play as well.
+falls back to OpenCV's VP8 WebM, which browsers play as well. The source's sound track, if it has
+one, is then muxed into the annotated video by the same ffmpeg (AAC in MP4, Opus in WebM).
 """
 
 from __future__ import annotations
@@ -140,6 +141,42 @@ class VideoWriter:
         self.close()
 
 
+def has_audio(path: str | Path) -> bool:
+    """Whether ffmpeg sees an audio stream in the file (False without imageio-ffmpeg)."""
+    exe = ffmpeg_exe()
+    if exe is None:
+        return False
+    try:
+        probe = subprocess.run([exe, "-hide_banner", "-i", str(path)], capture_output=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        return False
+    return any(b"Stream #" in line and b"Audio:" in line for line in probe.stderr.splitlines())
+
+
+def copy_audio(src: str | Path, video: str | Path, seconds: float) -> str | None:
+    """Mux the source's first audio stream into the annotated `video` (video stream copied, audio
+    re-encoded for the container, cut to the video's `seconds`). Returns a warning if it could not."""
+    exe, video = ffmpeg_exe(), Path(video)
+    if exe is None or not has_audio(src):
+        return None
+    tmp = video.with_name(f".{video.stem}.with-audio{video.suffix}")
+    audio = (["-c:a", "aac", "-b:a", "128k", "-movflags", "+faststart"] if video.suffix.lower() == ".mp4" else
+             ["-c:a", "libopus", "-b:a", "96k"])
+    cmd = [exe, "-y", "-loglevel", "error", "-i", str(video), "-t", f"{seconds:.3f}", "-i", str(src),
+           "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", *audio, str(tmp)]
+    try:
+        run = subprocess.run(cmd, capture_output=True, timeout=600)
+        err = run.stderr.decode(errors="replace").strip().splitlines()
+        ok = run.returncode == 0 and tmp.exists() and tmp.stat().st_size > 0
+    except subprocess.TimeoutExpired:
+        ok, err = False, ["timed out"]
+    if not ok:
+        tmp.unlink(missing_ok=True)
+        return f"{src}: its sound could not be copied ({err[-1] if err else 'ffmpeg failed'}); the annotated video is silent"
+    os.replace(tmp, video)
+    return None
+
+
 # -- tracking -----------------------------------------------------------------------------------------
 def box_iou(a, b) -> float:
     w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
@@ -243,12 +280,13 @@ def output_paths(src: str | Path, out: str | Path | None) -> tuple[Path, Path, P
 
 
 def process_video(src: str | Path, out: str | Path | None = None, *, analyzer: Analyzer | None = None,
-                  every: int = 1, alpha: float = 0.4, max_frames: int | None = None,
+                  every: int = 1, alpha: float = 0.4, max_frames: int | None = None, audio: bool = True,
                   progress: Callable[[int, int], None] | None = None) -> VideoReport:
     """Annotate a video file. Returns what was written and any warnings (e.g. the file ended early).
 
     every: analyse every Nth frame (the others are written with the latest boxes and labels).
     alpha: weight of the newest frame in each face's moving average of probabilities (1 = no smoothing).
+    audio: copy the source's sound track into the annotated video.
     progress: called as progress(frames_done, frames_expected) after each frame.
     """
     from ferkit.runtime.pipeline import get_analyzer
@@ -305,6 +343,8 @@ def process_video(src: str | Path, out: str | Path | None = None, *, analyzer: A
     if not max_frames and info.frame_count and n < info.frame_count - 2 and n < 0.97 * info.frame_count:
         warnings.append(f"{src}: ended early: read {n} of the {info.frame_count} frames the file announces "
                         "(truncated or corrupt); the outputs cover the frames read")
+    if audio and (problem := copy_audio(src, video_path, n / info.fps)):
+        warnings.append(problem)
     timeline_chart(times, {k: np.asarray(v) for k, v in probs.items()}, classes, plot_path,
                    title=f"Emotions over time — {Path(src).name}")
     return VideoReport(str(src), video_path, csv_path, plot_path, info.fps, n, analysed, info.frame_count, rows,
