@@ -141,6 +141,27 @@ def test_export_writes_a_complete_card(shipped):
     assert (shipped["run"] / "eval" / "tiny-fer" / "PrivateTest" / "confusion.png").is_file()
 
 
+def test_export_tta_auto_chooses_on_publictest_only(shipped):
+    """`ferkit export --tta auto`: the card's TTA is the mode that scores better on PublicTest."""
+    from ferkit.modelcard import ModelCard
+
+    r = run_cli("export", shipped["run"], "--name", "auto-fer", "--out", shipped["root"] / "ship-auto",
+                "--tta", "auto")
+    assert r.returncode == 0, r.stderr
+    card = ModelCard.load(shipped["root"] / "ship-auto" / "auto-fer.json")
+    choice = card.training["tta_choice"]
+    assert choice["split"] == "PublicTest" and set(choice["accuracy"]) == {"none", "flip"}
+    best = max(choice["accuracy"].values())
+    assert card.tta == choice["chosen"] and choice["accuracy"][card.tta] == best
+    assert card.tta == "none" or choice["accuracy"]["flip"] > choice["accuracy"]["none"]  # ties go to none
+    # the PublicTest figure in the card is the one the choice was made on; the flip run agrees
+    assert card.metrics["PublicTest"]["accuracy"] == pytest.approx(best, abs=1e-5)
+    assert card.metrics["PublicTest"]["tta"] == card.tta == card.metrics["PrivateTest"]["tta"]
+    flip_card = ModelCard.load(shipped["card"])
+    assert choice["accuracy"]["flip"] == pytest.approx(flip_card.metrics["PublicTest"]["accuracy"], abs=1e-5)
+    assert f"TTA chosen on PublicTest: {card.tta}" in r.stdout
+
+
 def test_training_command_rebuilds_the_config(shipped, monkeypatch):
     """The card's command, run through `ferkit train`'s own parser, gives back the run's config."""
     import shlex
@@ -267,7 +288,8 @@ def test_ferplus_votes_as_labels(shipped, tmp_path):
     assert m["n"] == m["data"]["faces_in_split"] - m["classes"]["left_out"]["contempt"] > 3000
 
 
-@pytest.mark.parametrize("case", ["missing data", "bad split", "missing model", "bad tta", "not a run", "bad name"])
+@pytest.mark.parametrize("case", ["missing data", "bad split", "missing model", "bad tta", "not a run", "bad name",
+                                  "bad export tta"])
 def test_bad_inputs_are_one_line_errors(shipped, tmp_path, case):
     onnx, csv = shipped["onnx"], shipped["csv"]
     args, fragments = {
@@ -277,5 +299,7 @@ def test_bad_inputs_are_one_line_errors(shipped, tmp_path, case):
         "bad tta": (["evaluate", onnx, csv, "--tta", "twelve"], ["twelve", "crops"]),
         "not a run": (["evaluate", tmp_path, csv], ["not a training run folder"]),
         "bad name": (["export", shipped["run"], "--name", "a/b", "--out", tmp_path], ["--name"]),
+        "bad export tta": (["export", shipped["run"], "--name", "x", "--out", tmp_path, "--tta", "crops"],
+                           ["crops", "auto"]),
     }[case]
     assert_one_line_error(run_cli(*args), *fragments)

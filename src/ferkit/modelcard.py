@@ -14,6 +14,7 @@ from ferkit import preprocessing
 
 INPUT_NAME = "faces"
 OUTPUT_NAME = "probabilities"
+RUNTIME_TTA = ("none", "flip")  # the test-time augmentations a card may ask the runtime for
 
 
 @dataclass

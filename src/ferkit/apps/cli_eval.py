@@ -135,7 +135,8 @@ def export(
     run: Annotated[Path, typer.Argument(help="Training run folder (model.json, best.safetensors, config.json).")],
     name: Annotated[str, O(help="Model name: writes NAME.onnx and its card NAME.json.")],
     out: Annotated[Path, O("--out", "-o", help="Folder for the ONNX file and card.")],
-    tta: Annotated[str, O(help="Test-time augmentation the card asks the runtime to apply: none | flip.")] = "none",
+    tta: Annotated[str, O(help="Test-time augmentation the card asks the runtime to apply: none | flip, or auto: "
+                                "the better of the two on the run's validation split (PublicTest).")] = "auto",
     data: Annotated[Optional[Path], O(help="Data to check and score on (default: the run's own).")] = None,
     notes: Annotated[str, O(help="Free text for the card.")] = "",
 ) -> None:
@@ -152,6 +153,10 @@ def export(
     console.print(f"wrote {res['onnx']} ({res['size_bytes'] / 2**20:.1f} MiB) and {res['card']}", highlight=False)
     console.print(f"ONNX vs torch on {chk['faces']} {chk['split']} faces: max |dp| {chk['max_abs_prob_diff']:.2e}, "
                   f"{chk['argmax_disagreements']} argmax differences", highlight=False)
+    if "tta_choice" in card.training:
+        ch = card.training["tta_choice"]
+        scores = ", ".join(f"{k} {v:.4f}" for k, v in ch["accuracy"].items())
+        console.print(f"TTA chosen on {ch['split']}: {ch['chosen']} ({scores})", highlight=False)
     for split, m in card.metrics.items():
         console.print(f"{split}: accuracy {m['accuracy']:.4f} (TTA {m['tta']}, {m['faces']:,} faces)", highlight=False)
     console.print(f"training: {card.training.get('command', '?')}", highlight=False, soft_wrap=True)

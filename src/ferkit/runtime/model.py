@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ferkit.modelcard import INPUT_NAME, OUTPUT_NAME, ModelCard
+from ferkit.modelcard import INPUT_NAME, OUTPUT_NAME, RUNTIME_TTA, ModelCard
 from ferkit.preprocessing import INPUT_SIZE, normalize, to_face48
 from ferkit.runtime.session import create_session
 
@@ -62,7 +62,7 @@ class FacialExpressionModel:
             raise ModelError(f"{card_path}: not a valid model card ({exc})") from None
         self.classes: tuple[str, ...] = tuple(self.card.classes)
         self.tta = tta or self.card.tta or "none"
-        if self.tta not in ("none", "flip"):
+        if self.tta not in RUNTIME_TTA:
             raise ModelError(f"{card_path}: unknown tta {self.tta!r} (expected 'none' or 'flip')")
         try:
             self.session = create_session(self.path, threads)

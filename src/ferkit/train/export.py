@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ferkit.modelcard import INPUT_NAME, OUTPUT_NAME, ModelCard
+from ferkit.modelcard import INPUT_NAME, OUTPUT_NAME, RUNTIME_TTA, ModelCard
 from ferkit.models import load_architecture
 from ferkit.preprocessing import INPUT_SIZE
 from ferkit.train.checkpoint import load_weights
@@ -217,6 +217,10 @@ def export_run(run: str | Path, name: str, out: str | Path, tta: str = "none", d
        (JSON, confusion and reliability PNGs) go to `RUN/eval/NAME/SPLIT`, never beside the ONNX file,
        so exporting into the package's weights folder ships only the model and its card.
 
+    `tta="auto"` scores the ONNX file on the run's validation split (PublicTest) with each mode the
+    runtime can apply and keeps the better one (ties go to "none", the cheaper); the card records both
+    figures under `training.tta_choice`. PrivateTest plays no part in the choice.
+
     `data`/`ferplus` default to the run's own. Returns paths, the check figures and the card.
     """
     from ferkit.data import load_dataset
@@ -225,8 +229,9 @@ def export_run(run: str | Path, name: str, out: str | Path, tta: str = "none", d
     from ferkit.train.config import TrainConfig
 
     run, out = Path(run), Path(out)
-    if tta not in ("none", "flip"):
-        raise ValueError(f"tta {tta!r}: a model card supports 'none' or 'flip' (what the runtime can apply)")
+    if tta not in (*RUNTIME_TTA, "auto"):
+        raise ValueError(f"tta {tta!r}: a model card supports 'none' or 'flip' (what the runtime can apply), "
+                         "or 'auto' to choose between them on the validation split")
     if not (run / "model.json").is_file() or not (run / "best.safetensors").is_file():
         raise FileNotFoundError(f"{run}: not a training run folder (model.json and best.safetensors expected)")
     cfg = TrainConfig.load(run / "config.json") if (run / "config.json").is_file() else TrainConfig()
@@ -248,10 +253,19 @@ def export_run(run: str | Path, name: str, out: str | Path, tta: str = "none", d
         raise ValueError(f"{onnx_path}: ONNX and torch disagree on {check_split} faces "
                          f"({n_disagree} argmax differences of {len(sample)}, max |dp| {max_dp:.2e})")
 
-    card = make_card(name, spec, tta, metrics={}, training=training_info(run), notes=notes)
+    card = make_card(name, spec, "none" if tta == "auto" else tta, metrics={}, training=training_info(run),
+                     notes=notes)
     card.training["onnx_check"] = {"split": check_split, "faces": len(sample), "max_abs_prob_diff": max_dp,
                                    "argmax_disagreements": n_disagree}
     card.save(card_path)  # the runtime needs the card beside the ONNX file to score it
+    if tta == "auto":
+        if cfg.val_split not in faces.split_names():
+            raise ValueError(f"--tta auto needs the run's validation split {cfg.val_split!r} in {data}")
+        scores = {mode: round(evaluate(onnx_path, data, split=cfg.val_split, tta=mode, ferplus=ferplus,
+                                       faces=faces, out=None)["accuracy"], 5) for mode in RUNTIME_TTA}
+        tta = max(RUNTIME_TTA, key=lambda mode: (scores[mode], mode == "none"))
+        card.tta = tta
+        card.training["tta_choice"] = {"split": cfg.val_split, "accuracy": scores, "chosen": tta}
     evaluated = {}
     for split in ("PublicTest", "PrivateTest"):
         if split not in faces.split_names():
