@@ -63,7 +63,7 @@ class FacialExpressionModel:
         self.classes: tuple[str, ...] = tuple(self.card.classes)
         self.tta = tta or self.card.tta or "none"
         if self.tta not in RUNTIME_TTA:
-            raise ModelError(f"{card_path}: unknown tta {self.tta!r} (expected 'none' or 'flip')")
+            raise ModelError(f"{card_path}: unknown tta {self.tta!r} (expected {' or '.join(RUNTIME_TTA)})")
         try:
             self.session = create_session(self.path, threads)
         except Exception as exc:  # onnxruntime raises its own exception types

@@ -230,8 +230,8 @@ def export_run(run: str | Path, name: str, out: str | Path, tta: str = "none", d
 
     run, out = Path(run), Path(out)
     if tta not in (*RUNTIME_TTA, "auto"):
-        raise ValueError(f"tta {tta!r}: a model card supports 'none' or 'flip' (what the runtime can apply), "
-                         "or 'auto' to choose between them on the validation split")
+        raise ValueError(f"tta {tta!r}: a model card supports {' or '.join(RUNTIME_TTA)} (what the runtime can "
+                         "apply), or 'auto' to choose between them on the validation split")
     if not (run / "model.json").is_file() or not (run / "best.safetensors").is_file():
         raise FileNotFoundError(f"{run}: not a training run folder (model.json and best.safetensors expected)")
     cfg = TrainConfig.load(run / "config.json") if (run / "config.json").is_file() else TrainConfig()
@@ -240,6 +240,8 @@ def export_run(run: str | Path, name: str, out: str | Path, tta: str = "none", d
     if not data:
         raise ValueError(f"{run}: no data recorded in config.json; pass the data to score on")
     faces = load_dataset(data, ferplus=ferplus)
+    if tta == "auto" and cfg.val_split not in faces.split_names():  # before anything is written
+        raise ValueError(f"--tta auto needs the run's validation split {cfg.val_split!r} in {data}")
     model, spec = load_run_model(run)
 
     out.mkdir(parents=True, exist_ok=True)
@@ -259,8 +261,6 @@ def export_run(run: str | Path, name: str, out: str | Path, tta: str = "none", d
                                    "argmax_disagreements": n_disagree}
     card.save(card_path)  # the runtime needs the card beside the ONNX file to score it
     if tta == "auto":
-        if cfg.val_split not in faces.split_names():
-            raise ValueError(f"--tta auto needs the run's validation split {cfg.val_split!r} in {data}")
         scores = {mode: round(evaluate(onnx_path, data, split=cfg.val_split, tta=mode, ferplus=ferplus,
                                        faces=faces, out=None)["accuracy"], 5) for mode in RUNTIME_TTA}
         tta = max(RUNTIME_TTA, key=lambda mode: (scores[mode], mode == "none"))
