@@ -36,14 +36,34 @@ def small_csv(path: Path, counts: dict[str, int], seed: int = 0) -> Path:
     """Write `counts[split]` random real faces of each split (labels as they are) to a FER2013 CSV."""
     from ferkit.data import write_fer2013
 
+    write_fer2013(real_faces().subset(_kept_mask(counts, seed)), path)
+    return path
+
+
+def small_csv_with_votes(folder: Path, counts: dict[str, int], seed: int = 0) -> tuple[Path, Path]:
+    """`small_csv` plus the matching rows of the FER+ votes file, in the same order (row i = row i)."""
+    votes = real_data_dir() / "fer2013new.csv"
+    if not votes.is_file():
+        pytest.skip(f"FER+ votes absent: {votes}")
+    csv_path = small_csv(folder / "small.csv", counts, seed)
+    from ferkit.data import load_dataset
+
+    ids = load_dataset(csv_path).ids  # 1-based rows of the small file ...
+    original = real_faces().ids[_kept_mask(counts, seed)]  # ... and the real rows they came from
+    assert len(ids) == len(original)
+    lines = votes.read_text().splitlines()
+    (folder / "votes.csv").write_text("\n".join([lines[0], *(lines[int(i)] for i in original)]) + "\n")
+    return csv_path, folder / "votes.csv"
+
+
+def _kept_mask(counts: dict[str, int], seed: int) -> np.ndarray:
     faces = real_faces()
     rng = np.random.default_rng(seed)
     keep = np.zeros(len(faces), dtype=bool)
     for split, n in counts.items():
         idx = np.flatnonzero(faces.splits == split)
         keep[np.sort(rng.choice(idx, size=min(n, len(idx)), replace=False))] = True
-    write_fer2013(faces.subset(keep), path)
-    return path
+    return keep
 
 
 def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:

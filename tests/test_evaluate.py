@@ -127,7 +127,7 @@ def test_export_writes_a_complete_card(shipped):
     auto_precision = "bf16" if cpu_has_fast_bf16() else "fp32"  # --precision auto on this CPU
     assert t["epochs"] == 1 and t["wall_seconds"] > 0 and t["hardware"] and t["precision"] == [auto_precision]
     assert t["onnx_check"]["argmax_disagreements"] == 0 and t["onnx_check"]["max_abs_prob_diff"] < 1e-4
-    assert t["onnx_check"]["faces"] == 256
+    assert t["onnx_check"] == {**t["onnx_check"], "split": "PrivateTest", "faces": 400}  # every test face
     assert t["command"].startswith(f"ferkit train {shipped['csv']} --model seed-cnn-small --epochs 1 ")
     assert t["command"].endswith(f"--out {shipped['run']}")
     # the printed figures are those `ferkit evaluate` gives on the shipped file with the card's TTA
@@ -136,8 +136,9 @@ def test_export_writes_a_complete_card(shipped):
     assert m["tta"] == "flip" and m["accuracy"] == pytest.approx(card.metrics["PrivateTest"]["accuracy"], abs=1e-5)
     assert FacialExpressionModel(shipped["onnx"]).tta == "flip"
     assert shipped["onnx"].stat().st_size < 20 * 2**20
-    # only the model and its card land in the output folder; evaluation reports stay with the run
-    assert sorted(p.name for p in shipped["onnx"].parent.iterdir()) == ["tiny-fer.json", "tiny-fer.onnx"]
+    # only the model, its card and its torch weights land in the output folder; evaluation reports stay with the run
+    assert sorted(p.name for p in shipped["onnx"].parent.iterdir()) == [
+        "tiny-fer.json", "tiny-fer.onnx", "tiny-fer.safetensors"]
     assert (shipped["run"] / "eval" / "tiny-fer" / "PrivateTest" / "confusion.png").is_file()
 
 

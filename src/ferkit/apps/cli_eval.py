@@ -139,6 +139,8 @@ def export(
                                 "the better of the two on the run's validation split (PublicTest).")] = "auto",
     data: Annotated[Optional[Path], O(help="Data to check and score on (default: the run's own).")] = None,
     notes: Annotated[str, O(help="Free text for the card.")] = "",
+    head: Annotated[Optional[str], O(help="A joint run's head to ship: fer2013 (7 classes, the default) or ferplus "
+                                          "(8 classes, scored against the FER+ majority vote).")] = None,
 ) -> None:
     """Export a run to ONNX with its model card; checks ONNX against torch and scores it on PublicTest/PrivateTest."""
     import re
@@ -147,7 +149,7 @@ def export(
 
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise ValueError(f"--name {name!r}: use letters, digits, '.', '_' and '-'")
-    res = export_run(run, name, out, tta=tta, data=data, notes=notes)
+    res = export_run(run, name, out, tta=tta, data=data, notes=notes, head=head)
     card = res["card_data"]
     chk = res["check"]
     console.print(f"wrote {res['onnx']} ({res['size_bytes'] / 2**20:.1f} MiB) and {res['card']}", highlight=False)

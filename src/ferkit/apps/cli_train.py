@@ -19,6 +19,9 @@ def train(
     model: Annotated[str, O(help="Registered architecture (see `ferkit models`).")] = "seed-cnn",
     out: Annotated[Path, O("--out", "-o", help="Run folder: checkpoints, history.csv, curves.png.")] = Path("runs/run"),
     ferplus: Annotated[Optional[Path], O(help="FER+ votes file: 8 classes, vote distributions as soft targets.")] = None,
+    aux_ferplus: Annotated[Optional[Path], O(help="FER+ votes file for a second head: one net learns FER2013's "
+                                                  "7 labels and FER+'s 8-class votes (export each with --head).")] = None,
+    aux_weight: Annotated[float, O(help="Weight of the FER+ head's loss (with --aux-ferplus).")] = 1.0,
     classes: Annotated[Optional[str], O(help="Class subset, e.g. happy,sad,neutral,surprise.")] = None,
     epochs: Annotated[int, O(help="Epochs.")] = 15,
     batch_size: Annotated[int, O(help="Batch size.")] = 64,
@@ -58,7 +61,8 @@ def train(
     else:
         names = parse_class_list(classes)
         cfg = TrainConfig(
-            data=str(data), ferplus=str(ferplus) if ferplus else None, classes=list(names) if names else None,
+            data=str(data), ferplus=str(ferplus) if ferplus else None,
+            aux_ferplus=str(aux_ferplus) if aux_ferplus else None, aux_weight=aux_weight, classes=list(names) if names else None,
             model=model, out=str(out), epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
             weight_decay=weight_decay, schedule=schedule, plateau_patience=plateau_patience,
             warmup_epochs=warmup_epochs, early_stop=early_stop, label_smoothing=label_smoothing, mixup=mixup,

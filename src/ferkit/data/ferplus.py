@@ -79,3 +79,19 @@ def load_ferplus(fer2013_csv: str | Path, votes_csv: str | Path, on_error: str =
         class_names=FERPLUS_EMOTIONS, ids=faces.ids[keep],
         soft_labels=vote_distribution(row_votes[keep]), report=report,
     )
+
+
+def ferplus_targets(faces: FaceSet, votes_csv: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """FER+ soft targets (N, 8) and majority labels (N,, -1 where dropped) for FER2013 faces, by row id.
+
+    Lets one net learn FER2013's labels and FER+'s votes for the same faces (`--aux-ferplus`).
+    Rows without any emotion vote get an all-zero target, which contributes no loss.
+    """
+    if faces.ids.dtype.kind not in "iu":
+        raise DataError(f"{votes_csv}: FER+ votes apply to FER2013 CSV rows, not to a folder tree")
+    votes, _usage = read_votes(votes_csv)
+    if len(votes) < int(faces.ids.max()):
+        raise DataError(f"{votes_csv}: {len(votes)} rows, but the FER2013 data has row {int(faces.ids.max())}")
+    row_votes = votes[faces.ids - 1]
+    labels, _reason = majority_labels(row_votes)
+    return vote_distribution(row_votes), labels

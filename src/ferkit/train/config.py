@@ -12,6 +12,8 @@ class TrainConfig:
     # data
     data: str = ""  # FER2013 CSV, folder tree, or folder holding fer2013.csv[.gz]
     ferplus: str | None = None  # FER+ votes file: 8 classes, vote distributions as soft targets
+    aux_ferplus: str | None = None  # FER+ votes for a second, 8-class head beside FER2013's labels (joint run)
+    aux_weight: float = 1.0  # weight of the FER+ head's loss in a joint run
     classes: list[str] | None = None  # class subset, e.g. ["happy", "sad", "neutral", "surprise"]
     train_split: str = "Training"
     val_split: str = "PublicTest"

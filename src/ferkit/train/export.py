@@ -18,7 +18,7 @@ from torch import nn
 from ferkit.modelcard import INPUT_NAME, OUTPUT_NAME, RUNTIME_TTA, ModelCard
 from ferkit.models import load_architecture
 from ferkit.preprocessing import INPUT_SIZE
-from ferkit.train.checkpoint import load_weights
+from ferkit.train.checkpoint import load_weights, read_metadata, save_weights
 
 
 class WithSoftmax(nn.Module):
@@ -30,12 +30,68 @@ class WithSoftmax(nn.Module):
         return self.model(x).softmax(dim=1)
 
 
-def load_run_model(run: str | Path, weights: str = "best.safetensors") -> tuple[nn.Module, dict]:
-    """Rebuild a run's model from model.json and load its weights; returns (model in eval mode, spec)."""
+def run_heads(spec: dict) -> list[dict]:
+    """The heads of a run's model: one for a plain run; two (FER2013, FER+) for a joint run."""
+    return spec.get("heads") or [{"name": "main", "classes": spec.get("classes"), "weights": "best.safetensors"}]
+
+
+def pick_head(spec: dict, head: str | None) -> dict:
+    heads = run_heads(spec)
+    if head is None:
+        return heads[0]
+    for h in heads:
+        if h["name"] == head:
+            return h
+    raise ValueError(f"head {head!r}: this run has {', '.join(h['name'] for h in heads)}")
+
+
+def load_run_model(run: str | Path, weights: str | None = None, head: str | None = None) -> tuple[nn.Module, dict]:
+    """Rebuild a run's model from model.json and load its weights; returns (model in eval mode, spec).
+
+    For a joint run, `head` (default: the first, FER2013) picks one head: the result is a plain
+    single-head model of the same architecture, loaded from that head's best checkpoint, and the
+    spec lists that head's classes.
+    """
     run = Path(run)
     model, spec = load_architecture(run / "model.json")
-    load_weights(model, run / weights)
-    return model.eval(), spec
+    chosen = pick_head(spec, head)
+    load_weights(model, run / (weights or chosen["weights"]))
+    if "heads" not in spec:
+        return model.eval(), spec
+    start = 0
+    for h in spec["heads"]:
+        if h is chosen:
+            break
+        start += len(h["classes"])
+    single = single_head(model, spec, start, len(chosen["classes"]))
+    return single.eval(), {**spec, "num_classes": len(chosen["classes"]), "classes": list(chosen["classes"]),
+                           "head": chosen["name"], "heads": None}
+
+
+def single_head(model: nn.Module, spec: dict, start: int, size: int) -> nn.Module:
+    """The same architecture with `size` outputs, its last linear layer cut to outputs start..start+size."""
+    from ferkit.models import create_model
+
+    last = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+    state = {}
+    for key, value in model.state_dict().items():
+        if key in (f"{last}.weight", f"{last}.bias"):
+            value = value[start:start + size]
+        state[key] = value
+    single = create_model(spec["name"], size, **spec.get("kwargs", {}))
+    single.load_state_dict(state)
+    return single
+
+
+def load_shipped_torch(path: str | Path) -> tuple[nn.Module, list[str]]:
+    """The torch model behind a shipped ONNX file, from the NAME.safetensors export wrote beside it."""
+    from ferkit.models import create_model
+
+    meta = read_metadata(path)
+    spec = meta["spec"]
+    model = create_model(spec["name"], spec["num_classes"], **spec.get("kwargs", {}))
+    load_weights(model, path)
+    return model.eval(), list(meta["classes"])
 
 
 def export_onnx(model: nn.Module, path: str | Path, opset: int = 17) -> Path:
@@ -51,14 +107,20 @@ def export_onnx(model: nn.Module, path: str | Path, opset: int = 17) -> Path:
     return path
 
 
-def max_disagreement(model: nn.Module, onnx_path: str | Path, inputs: np.ndarray) -> tuple[float, int]:
+def max_disagreement(model: nn.Module, onnx_path: str | Path, inputs: np.ndarray,
+                     batch: int = 512) -> tuple[float, int]:
     """(largest |p_torch - p_onnx|, number of argmax disagreements) on normalised inputs (N, 1, 48, 48)."""
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    with torch.no_grad():
-        p_torch = model.float().eval()(torch.from_numpy(inputs)).softmax(1).numpy()
-    p_onnx = sess.run([OUTPUT_NAME], {INPUT_NAME: inputs})[0]
+    model = model.float().eval()
+    p_torch, p_onnx = [], []
+    for i in range(0, len(inputs), batch):
+        x = inputs[i:i + batch]
+        with torch.no_grad():
+            p_torch.append(model(torch.from_numpy(x)).softmax(1).numpy())
+        p_onnx.append(sess.run([OUTPUT_NAME], {INPUT_NAME: x})[0])
+    p_torch, p_onnx = np.concatenate(p_torch), np.concatenate(p_onnx)
     return float(np.abs(p_torch - p_onnx).max()), int((p_torch.argmax(1) != p_onnx.argmax(1)).sum())
 
 
@@ -150,8 +212,11 @@ def data_files(cfg_data: str | Path, ferplus: str | Path | None) -> dict[str, st
     return out
 
 
-def training_info(run: str | Path) -> dict:
-    """What a model card says about how the model was made, from the run folder's own records."""
+def training_info(run: str | Path, head: str | None = None) -> dict:
+    """What a model card says about how the model was made, from the run folder's own records.
+
+    For the FER+ head of a joint run, the best epoch is the one that head was chosen at.
+    """
     from ferkit.train.checkpoint import read_metadata
     from ferkit.train.config import TrainConfig
 
@@ -161,7 +226,7 @@ def training_info(run: str | Path) -> dict:
     if cfg is not None:
         info["command"] = training_command(cfg)
         info["config"] = asdict(cfg)
-        info["data_sha256"] = data_files(cfg.data, cfg.ferplus)
+        info["data_sha256"] = data_files(cfg.data, cfg.ferplus or cfg.aux_ferplus)
         info["train_split"], info["val_split"] = cfg.train_split, cfg.val_split
     state = None
     if (run / "last.safetensors").is_file():
@@ -169,8 +234,11 @@ def training_info(run: str | Path) -> dict:
     history = state["history"] if state else _read_history(run / "history.csv")
     if history:
         info["epochs"] = len(history)
-        best = max(history, key=lambda h: float(h["val_acc"]))
-        info["best_epoch"], info["best_val_acc"] = int(best["epoch"]), float(best["val_acc"])
+        key = "val_acc" if head in (None, "main", "fer2013") else f"{head}_val_acc"
+        best = max(history, key=lambda h: float(h[key]))
+        info["best_epoch"], info["best_val_acc"] = int(best["epoch"]), float(best[key])
+        if head is not None:
+            info["head"] = head
         info["wall_seconds"] = round(float(state["wall_seconds"]) if state else sum(float(h["seconds"]) for h in history), 1)
     sessions = _run_sessions(run)
     if sessions:
@@ -204,13 +272,15 @@ def _run_sessions(run: Path) -> list[dict]:
 
 
 def export_run(run: str | Path, name: str, out: str | Path, tta: str = "none", data: str | Path | None = None,
-               ferplus: str | Path | None = None, check_faces: int = 256, tolerance: float = 1e-4,
-               notes: str = "", reports: bool = True) -> dict:
+               ferplus: str | Path | None = None, check_faces: int | None = None, tolerance: float = 1e-4,
+               notes: str = "", reports: bool = True, head: str | None = None) -> dict:
     """Ship a training run: ONNX (softmax included) + model card, checked against torch and scored.
 
-    1. export best.safetensors to `out/NAME.onnx`;
-    2. compare ONNX with torch on `check_faces` real validation faces: every argmax must agree and
-       every probability within `tolerance`, else ValueError;
+    1. export best.safetensors to `out/NAME.onnx`, and the same weights as `out/NAME.safetensors`
+       (architecture spec in its metadata: `load_shipped_torch` rebuilds the torch model from it);
+    2. compare ONNX with torch on the test split's faces (PrivateTest; all of them, or the first
+       `check_faces`): every argmax must agree and every probability be within `tolerance`, else
+       ValueError;
     3. write the card `out/NAME.json` (classes, input contract, TTA, training command, data sha256,
        wall time, hardware), then score the ONNX file through `ferkit.evaluation` (the same path as
        `ferkit evaluate`) on PublicTest and PrivateTest and put those figures in the card; the reports
@@ -221,7 +291,9 @@ def export_run(run: str | Path, name: str, out: str | Path, tta: str = "none", d
     runtime can apply and keeps the better one (ties go to "none", the cheaper); the card records both
     figures under `training.tta_choice`. PrivateTest plays no part in the choice.
 
-    `data`/`ferplus` default to the run's own. Returns paths, the check figures and the card.
+    `data`/`ferplus` default to the run's own. `head` picks one head of a joint run (fer2013 or
+    ferplus; default the first); the FER+ head is checked and scored against the FER+ votes.
+    Returns paths, the check figures and the card.
     """
     from ferkit.data import load_dataset
     from ferkit.evaluation import evaluate
@@ -236,26 +308,33 @@ def export_run(run: str | Path, name: str, out: str | Path, tta: str = "none", d
         raise FileNotFoundError(f"{run}: not a training run folder (model.json and best.safetensors expected)")
     cfg = TrainConfig.load(run / "config.json") if (run / "config.json").is_file() else TrainConfig()
     data = data or cfg.data
+    spec_heads = run_heads(json.loads((run / "model.json").read_text()))
+    head_name = pick_head({"heads": spec_heads}, head)["name"] if head else None
+    if head_name == "ferplus":
+        ferplus = ferplus if ferplus is not None else cfg.aux_ferplus
     ferplus = ferplus if ferplus is not None else cfg.ferplus
     if not data:
         raise ValueError(f"{run}: no data recorded in config.json; pass the data to score on")
     faces = load_dataset(data, ferplus=ferplus)
     if tta == "auto" and cfg.val_split not in faces.split_names():  # before anything is written
         raise ValueError(f"--tta auto needs the run's validation split {cfg.val_split!r} in {data}")
-    model, spec = load_run_model(run)
+    model, spec = load_run_model(run, head=head_name)
 
     out.mkdir(parents=True, exist_ok=True)
     onnx_path, card_path = out / f"{name}.onnx", out / f"{name}.json"
     export_onnx(model, onnx_path)
 
-    check_split = cfg.val_split if cfg.val_split in faces.split_names() else faces.split_names()[0]
+    present = faces.split_names()
+    check_split = next((s for s in ("PrivateTest", cfg.val_split) if s in present), present[0])
     sample = faces.split(check_split).images[:check_faces]
     max_dp, n_disagree = max_disagreement(model, onnx_path, normalize(sample))
     if n_disagree or max_dp >= tolerance:
         raise ValueError(f"{onnx_path}: ONNX and torch disagree on {check_split} faces "
                          f"({n_disagree} argmax differences of {len(sample)}, max |dp| {max_dp:.2e})")
 
-    card = make_card(name, spec, "none" if tta == "auto" else tta, metrics={}, training=training_info(run),
+    save_weights(model, out / f"{name}.safetensors", spec={k: spec[k] for k in ("name", "num_classes", "kwargs")},
+                 classes=list(spec["classes"]))
+    card = make_card(name, spec, "none" if tta == "auto" else tta, metrics={}, training=training_info(run, head_name),
                      notes=notes)
     card.training["onnx_check"] = {"split": check_split, "faces": len(sample), "max_abs_prob_diff": max_dp,
                                    "argmax_disagreements": n_disagree}

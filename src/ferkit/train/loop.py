@@ -25,6 +25,8 @@ from ferkit.train.checkpoint import load_training_state, save_training_state, sa
 from ferkit.train.config import TrainConfig
 
 HISTORY_FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
+AUX_HEAD = "ferplus"  # the second head of a joint run (--aux-ferplus): FER+'s 8 classes
+AUX_BEST = "best-ferplus.safetensors"
 
 
 # ---------------------------------------------------------------------------- device and precision
@@ -124,6 +126,28 @@ def build_scheduler(cfg: TrainConfig, optimizer, steps_per_epoch: int):
     raise ValueError(f"unknown schedule {cfg.schedule!r}: plateau, cosine, onecycle or none")
 
 
+def joint_loss(logits: torch.Tensor, target: torch.Tensor, sizes: list[int], smoothing: float,
+               class_weights: torch.Tensor | None, aux_weight: float) -> torch.Tensor:
+    """Soft cross-entropy of the main head, plus `aux_weight` times that of the FER+ head (joint runs).
+
+    Logits and targets are the heads side by side; rows whose FER+ target is all zero (no emotion
+    votes) add nothing to the second term.
+    """
+    main = soft_cross_entropy(logits[:, :sizes[0]], target[:, :sizes[0]], smoothing, class_weights)
+    if len(sizes) == 1:
+        return main
+    aux_logits, aux_target = logits[:, sizes[0]:], target[:, sizes[0]:]
+    has = aux_target.sum(1) > 0
+    if not bool(has.any()):
+        return main
+    return main + aux_weight * soft_cross_entropy(aux_logits[has], aux_target[has], smoothing, None)
+
+
+def head_log_probs(logits: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    """Log-softmax over each head's own outputs (heads side by side)."""
+    return torch.cat([part.float().log_softmax(1) for part in logits.split(sizes, dim=1)], 1)
+
+
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor, smoothing: float,
                        class_weights: torch.Tensor | None) -> torch.Tensor:
     if smoothing > 0:
@@ -137,16 +161,19 @@ def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor, smoothing: fl
 # ---------------------------------------------------------------------------- evaluation
 @torch.no_grad()
 def predict_logits(model, images: np.ndarray, device, autocast, channels_last: bool, batch: int = 512,
-                   tta_flip: bool = False) -> torch.Tensor:
-    """Logits for uint8 faces (N, 48, 48); with tta_flip, the mean softmax of face and mirror (as log)."""
+                   tta_flip: bool = False, sizes: list[int] | None = None) -> torch.Tensor:
+    """Log-probabilities for uint8 faces (N, 48, 48), per head when `sizes` splits the outputs into
+    heads; with tta_flip, the mean probabilities of face and mirror (as log)."""
     model.eval()
     outs = []
     for i in range(0, len(images), batch):
         x = batch_input(images[i:i + batch], device, channels_last)
         with autocast():
-            p = model(x).float().softmax(1)
+            logits = model(x).float()
+            split = sizes or [logits.shape[1]]
+            p = head_log_probs(logits, split).exp()
             if tta_flip:
-                p = (p + model(torch.flip(x, dims=[3])).float().softmax(1)) / 2
+                p = (p + head_log_probs(model(torch.flip(x, dims=[3])).float(), split).exp()) / 2
         outs.append(p.log().cpu())
     return torch.cat(outs)
 
@@ -154,7 +181,8 @@ def predict_logits(model, images: np.ndarray, device, autocast, channels_last: b
 # ---------------------------------------------------------------------------- records
 def write_history(history: list[dict], out: Path) -> None:
     with open(out / "history.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=HISTORY_FIELDS)
+        extra = [k for k in (history[0] if history else {}) if k not in HISTORY_FIELDS]
+        w = csv.DictWriter(fh, fieldnames=HISTORY_FIELDS + extra)
         w.writeheader()
         w.writerows(history)
     plot_curves(history, out / "curves.png")
@@ -173,6 +201,8 @@ def plot_curves(history: list[dict], path: Path) -> None:
     a.set_title("loss")
     b.plot(ep, [h["train_acc"] for h in history], "o-", label="train")
     b.plot(ep, [h["val_acc"] for h in history], "o-", label="validation")
+    if history and f"{AUX_HEAD}_val_acc" in history[0]:
+        b.plot(ep, [h[f"{AUX_HEAD}_val_acc"] for h in history], "o-", label="validation, FER+ head")
     b.set_title("accuracy")
     for ax in (a, b):
         ax.set_xlabel("epoch")
@@ -229,16 +259,30 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
     autocast = autocast_for(device, cfg.precision)
 
     train_set, val_set = split_data(cfg)
-    X, Y = train_set.images, targets(train_set).to(device)
+    X, Y = train_set.images, targets(train_set)
     n, num_classes = len(X), train_set.num_classes
     class_weights = None
     if cfg.class_weights:
         freq = Y.sum(0).clamp(min=1)
         class_weights = (freq.sum() / (num_classes * freq)).to(device)
+    sizes, heads, aux_val_labels = [num_classes], None, None
+    if cfg.aux_ferplus:  # a joint run: a second head learns FER+'s votes for the same faces
+        from ferkit.classes import FERPLUS_EMOTIONS
+        from ferkit.data.ferplus import ferplus_targets
+
+        if cfg.ferplus:
+            raise DataError("--aux-ferplus adds a FER+ head to a run on FER2013's labels; leave out --ferplus")
+        aux_train, _ = ferplus_targets(train_set, cfg.aux_ferplus)
+        _, aux_val_labels = ferplus_targets(val_set, cfg.aux_ferplus)
+        Y = torch.cat([Y, torch.from_numpy(aux_train)], 1)
+        sizes.append(len(FERPLUS_EMOTIONS))
+        heads = [{"name": "fer2013", "classes": list(train_set.class_names), "weights": "best.safetensors"},
+                 {"name": AUX_HEAD, "classes": list(FERPLUS_EMOTIONS), "weights": AUX_BEST}]
+    Y = Y.to(device)
 
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    model = create_model(cfg.model, num_classes, **cfg.model_kwargs).to(device)
+    model = create_model(cfg.model, sum(sizes), **cfg.model_kwargs).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     steps = math.ceil(n / cfg.batch_size)
@@ -247,7 +291,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
     per_step = scheduler is not None and not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
 
     cfg.save(out / "config.json")
-    save_architecture(model, out / "model.json", classes=list(train_set.class_names))
+    save_architecture(model, out / "model.json", classes=list(train_set.class_names),
+                      **({"heads": heads} if heads else {}))
     state = {"epoch": 0, "best_acc": -1.0, "best_epoch": 0, "history": [], "wall_seconds": 0.0}
     last = out / "last.safetensors"
     for stale in out.glob(".*.safetensors.tmp*"):  # left by a process killed while writing a checkpoint
@@ -274,19 +319,20 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
             x, y_mixed = mix_batch(x, y, gen, cfg.mixup, cfg.cutmix, cfg.mix_prob)
             with autocast():
                 logits = model(x)
-            loss = soft_cross_entropy(logits, y_mixed, cfg.label_smoothing, class_weights)
+            loss = joint_loss(logits, y_mixed, sizes, cfg.label_smoothing, class_weights, cfg.aux_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             if per_step:
                 scheduler.step()
             tot_loss += loss.item() * len(idx)
-            tot_correct += int((logits.argmax(1) == y.argmax(1)).sum())
+            tot_correct += int((logits[:, :num_classes].argmax(1) == y[:, :num_classes].argmax(1)).sum())
             seen += len(idx)
             bar.set_postfix(loss=f"{tot_loss / seen:.4f}", acc=f"{tot_correct / seen:.4f}", refresh=False)
         bar.close()
 
-        val_logits = predict_logits(model, val_set.images, device, autocast, cfg.channels_last)
+        val_logp = predict_logits(model, val_set.images, device, autocast, cfg.channels_last, sizes=sizes)
+        val_logits = val_logp[:, :num_classes]
         val_targets = targets(val_set)
         val_loss = float(soft_cross_entropy(val_logits, val_targets, 0.0, None))
         val_acc = float((val_logits.argmax(1) == val_targets.argmax(1)).float().mean())
@@ -303,11 +349,21 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
         if val_acc > state["best_acc"]:
             state["best_acc"], state["best_epoch"] = val_acc, epoch
             save_weights(model, out / "best.safetensors", epoch=epoch, val_acc=val_acc)
+        aux_note = ""
+        if aux_val_labels is not None:  # the FER+ head: majority-vote accuracy, its own best checkpoint
+            kept = torch.from_numpy(aux_val_labels >= 0)
+            aux_pred = val_logp[:, num_classes:].argmax(1)
+            aux_acc = float((aux_pred[kept] == torch.from_numpy(aux_val_labels)[kept]).float().mean())
+            state["history"][-1][f"{AUX_HEAD}_val_acc"] = round(aux_acc, 5)
+            if aux_acc > state.get("aux_best_acc", -1.0):
+                state["aux_best_acc"], state["aux_best_epoch"] = aux_acc, epoch
+                save_weights(model, out / AUX_BEST, epoch=epoch, val_acc=aux_acc)
+            aux_note = f" | FER+ head acc {aux_acc:.4f} (best {state['aux_best_acc']:.4f})"
         save_training_state(last, model, optimizer, scheduler, gen, state)
         write_history(state["history"], out)
         print(f"epoch {epoch}: train loss {tot_loss / seen:.4f} acc {tot_correct / seen:.4f} | "
               f"{cfg.val_split} loss {val_loss:.4f} acc {val_acc:.4f} | best {state['best_acc']:.4f} "
-              f"(epoch {state['best_epoch']}) | {seconds:.0f}s", file=sys.stderr, flush=True)
+              f"(epoch {state['best_epoch']}){aux_note} | {seconds:.0f}s", file=sys.stderr, flush=True)
         done_here += 1
         if early_stopped(cfg, state):
             print(f"early stop: no better {cfg.val_split} accuracy for {cfg.early_stop} epochs", file=sys.stderr)
