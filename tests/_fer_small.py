@@ -45,12 +45,12 @@ def small_csv_with_votes(folder: Path, counts: dict[str, int], seed: int = 0) ->
     votes = real_data_dir() / "fer2013new.csv"
     if not votes.is_file():
         pytest.skip(f"FER+ votes absent: {votes}")
-    csv_path = small_csv(folder / "small.csv", counts, seed)
-    from ferkit.data import load_dataset
+    from ferkit.data import write_fer2013
 
-    ids = load_dataset(csv_path).ids  # 1-based rows of the small file ...
-    original = real_faces().ids[_kept_mask(counts, seed)]  # ... and the real rows they came from
-    assert len(ids) == len(original)
+    keep = _kept_mask(counts, seed)
+    csv_path = folder / "small.csv"
+    write_fer2013(real_faces().subset(keep), csv_path)
+    original = real_faces().ids[keep]  # the real rows the small file's rows 1..N came from
     lines = votes.read_text().splitlines()
     (folder / "votes.csv").write_text("\n".join([lines[0], *(lines[int(i)] for i in original)]) + "\n")
     return csv_path, folder / "votes.csv"

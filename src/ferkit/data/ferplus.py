@@ -64,10 +64,7 @@ def vote_distribution(votes: np.ndarray) -> np.ndarray:
 def load_ferplus(fer2013_csv: str | Path, votes_csv: str | Path, on_error: str = "raise") -> FaceSet:
     """FER2013 faces relabelled by FER+ majority vote (8 classes) with the vote distribution as soft labels."""
     faces = load_fer2013(fer2013_csv, on_error=on_error)
-    votes, _usage = read_votes(votes_csv)
-    if len(votes) < int(faces.ids.max()):
-        raise DataError(f"{votes_csv}: {len(votes)} rows, but {fer2013_csv} has row {int(faces.ids.max())}")
-    row_votes = votes[faces.ids - 1]  # ids are 1-based FER2013 row numbers
+    row_votes = votes_for_rows(faces.ids, votes_csv, fer2013_csv)
     labels, reason = majority_labels(row_votes)
     keep = labels >= 0
     report = LoadReport(
@@ -81,17 +78,21 @@ def load_ferplus(fer2013_csv: str | Path, votes_csv: str | Path, on_error: str =
     )
 
 
-def ferplus_targets(faces: FaceSet, votes_csv: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """FER+ soft targets (N, 8) and majority labels (N,, -1 where dropped) for FER2013 faces, by row id.
+def votes_for_rows(ids: np.ndarray, votes_csv: str | Path, data_name: str | Path = "the FER2013 data") -> np.ndarray:
+    """The votes (N, 10) of FER2013 rows `ids` (1-based row numbers, as FER2013 readers give them)."""
+    if ids.dtype.kind not in "iu":
+        raise DataError(f"{votes_csv}: FER+ votes apply to FER2013 CSV rows, not to a folder tree")
+    votes, _usage = read_votes(votes_csv)
+    if len(votes) < int(ids.max()):
+        raise DataError(f"{votes_csv}: {len(votes)} rows, but {data_name} has row {int(ids.max())}")
+    return votes[ids - 1]
+
+
+def ferplus_targets(ids: np.ndarray, votes_csv: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """FER+ soft targets (N, 8) and majority labels (N,; -1 where dropped) for FER2013 rows `ids`.
 
     Lets one net learn FER2013's labels and FER+'s votes for the same faces (`--aux-ferplus`).
     Rows without any emotion vote get an all-zero target, which contributes no loss.
     """
-    if faces.ids.dtype.kind not in "iu":
-        raise DataError(f"{votes_csv}: FER+ votes apply to FER2013 CSV rows, not to a folder tree")
-    votes, _usage = read_votes(votes_csv)
-    if len(votes) < int(faces.ids.max()):
-        raise DataError(f"{votes_csv}: {len(votes)} rows, but the FER2013 data has row {int(faces.ids.max())}")
-    row_votes = votes[faces.ids - 1]
-    labels, _reason = majority_labels(row_votes)
-    return vote_distribution(row_votes), labels
+    row_votes = votes_for_rows(ids, votes_csv)
+    return vote_distribution(row_votes), majority_labels(row_votes)[0]

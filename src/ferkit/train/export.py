@@ -19,6 +19,7 @@ from ferkit.modelcard import INPUT_NAME, OUTPUT_NAME, RUNTIME_TTA, ModelCard
 from ferkit.models import load_architecture
 from ferkit.preprocessing import INPUT_SIZE
 from ferkit.train.checkpoint import load_weights, read_metadata, save_weights
+from ferkit.train.loop import AUX_HEAD
 
 
 class WithSoftmax(nn.Module):
@@ -234,7 +235,7 @@ def training_info(run: str | Path, head: str | None = None) -> dict:
     history = state["history"] if state else _read_history(run / "history.csv")
     if history:
         info["epochs"] = len(history)
-        key = "val_acc" if head in (None, "main", "fer2013") else f"{head}_val_acc"
+        key = f"{AUX_HEAD}_val_acc" if head == AUX_HEAD else "val_acc"
         best = max(history, key=lambda h: float(h[key]))
         info["best_epoch"], info["best_val_acc"] = int(best["epoch"]), float(best[key])
         if head is not None:
@@ -308,9 +309,8 @@ def export_run(run: str | Path, name: str, out: str | Path, tta: str = "none", d
         raise FileNotFoundError(f"{run}: not a training run folder (model.json and best.safetensors expected)")
     cfg = TrainConfig.load(run / "config.json") if (run / "config.json").is_file() else TrainConfig()
     data = data or cfg.data
-    spec_heads = run_heads(json.loads((run / "model.json").read_text()))
-    head_name = pick_head({"heads": spec_heads}, head)["name"] if head else None
-    if head_name == "ferplus":
+    head_name = pick_head(json.loads((run / "model.json").read_text()), head)["name"] if head else None
+    if head_name == AUX_HEAD:
         ferplus = ferplus if ferplus is not None else cfg.aux_ferplus
     ferplus = ferplus if ferplus is not None else cfg.ferplus
     if not data:

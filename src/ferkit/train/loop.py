@@ -272,8 +272,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
 
         if cfg.ferplus:
             raise DataError("--aux-ferplus adds a FER+ head to a run on FER2013's labels; leave out --ferplus")
-        aux_train, _ = ferplus_targets(train_set, cfg.aux_ferplus)
-        _, aux_val_labels = ferplus_targets(val_set, cfg.aux_ferplus)
+        aux_soft, aux_labels = ferplus_targets(np.concatenate([train_set.ids, val_set.ids]), cfg.aux_ferplus)
+        aux_train, aux_val_labels = aux_soft[:n], aux_labels[n:]
         Y = torch.cat([Y, torch.from_numpy(aux_train)], 1)
         sizes.append(len(FERPLUS_EMOTIONS))
         heads = [{"name": "fer2013", "classes": list(train_set.class_names), "weights": "best.safetensors"},
