@@ -141,6 +141,9 @@ def export(
     notes: Annotated[str, O(help="Free text for the card.")] = "",
     head: Annotated[Optional[str], O(help="A joint run's head to ship: fer2013 (7 classes, the default) or ferplus "
                                           "(8 classes, scored against the FER+ majority vote).")] = None,
+    ensemble: Annotated[Optional[list[Path]], O(help="Another run folder to average with RUN (repeat for more): "
+                                                     "one ONNX graph, mean probabilities of every member.")] = None,
+    half: Annotated[bool, O(help="Store the weights as float16: half the file, float32 compute.")] = False,
 ) -> None:
     """Export a run to ONNX with its model card; checks ONNX against torch and scores it on PublicTest/PrivateTest."""
     import re
@@ -149,7 +152,7 @@ def export(
 
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise ValueError(f"--name {name!r}: use letters, digits, '.', '_' and '-'")
-    res = export_run(run, name, out, tta=tta, data=data, notes=notes, head=head)
+    res = export_run(run, name, out, tta=tta, data=data, notes=notes, head=head, ensemble=ensemble or (), half=half)
     card = res["card_data"]
     chk = res["check"]
     console.print(f"wrote {res['onnx']} ({res['size_bytes'] / 2**20:.1f} MiB) and {res['card']}", highlight=False)

@@ -22,6 +22,8 @@ def train(
     aux_ferplus: Annotated[Optional[Path], O(help="FER+ votes file for a second head: one net learns FER2013's "
                                                   "7 labels and FER+'s 8-class votes (export each with --head).")] = None,
     aux_weight: Annotated[float, O(help="Weight of the FER+ head's loss (with --aux-ferplus).")] = 1.0,
+    init: Annotated[Optional[Path], O(help="Start from these weights: a .safetensors file or a run folder (its "
+                                           "best.safetensors); fresh optimiser and schedule (fine-tune, warm restart).")] = None,
     classes: Annotated[Optional[str], O(help="Class subset, e.g. happy,sad,neutral,surprise.")] = None,
     epochs: Annotated[int, O(help="Epochs.")] = 15,
     batch_size: Annotated[int, O(help="Batch size.")] = 64,
@@ -63,7 +65,7 @@ def train(
         cfg = TrainConfig(
             data=str(data), ferplus=str(ferplus) if ferplus else None,
             aux_ferplus=str(aux_ferplus) if aux_ferplus else None, aux_weight=aux_weight, classes=list(names) if names else None,
-            model=model, out=str(out), epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
+            model=model, init=str(init) if init else None, out=str(out), epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
             weight_decay=weight_decay, schedule=schedule, plateau_patience=plateau_patience,
             warmup_epochs=warmup_epochs, early_stop=early_stop, label_smoothing=label_smoothing, mixup=mixup,
             cutmix=cutmix, class_weights=class_weights, flip=flip, rotation=rotation, shift=shift, zoom=zoom,

@@ -13,18 +13,22 @@ from pathlib import Path
 from torch import nn
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+_COMPOSITE: set[str] = set()  # built from other models' specs (the ensemble): not trainable by name alone
 
 
-def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+def register_model(name: str, composite: bool = False) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         _REGISTRY[name] = fn
+        if composite:
+            _COMPOSITE.add(name)
         return fn
 
     return deco
 
 
 def list_models() -> list[str]:
-    return sorted(_REGISTRY)
+    """The architectures `ferkit train --model` accepts (composites such as the ensemble are left out)."""
+    return sorted(set(_REGISTRY) - _COMPOSITE)
 
 
 def create_model(name: str, num_classes: int = 7, **kwargs) -> nn.Module:
@@ -55,7 +59,7 @@ def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
 
 
 # Importing the architecture modules fills the registry.
-from ferkit.models import cnn, mlp, resnet  # noqa: E402,F401
+from ferkit.models import cnn, ensemble, mlp, resnet  # noqa: E402,F401
 
 __all__ = ["count_parameters", "create_model", "list_models", "load_architecture", "model_spec",
            "register_model", "save_architecture"]

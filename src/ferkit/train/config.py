@@ -21,6 +21,7 @@ class TrainConfig:
     # model
     model: str = "seed-cnn"
     model_kwargs: dict = field(default_factory=dict)
+    init: str | None = None  # start from these weights (a .safetensors file or a run folder); fresh optimiser
     # optimisation (defaults: the tutorials' recipe)
     epochs: int = 15
     batch_size: int = 64

@@ -18,7 +18,7 @@ from torch import nn
 from ferkit.modelcard import INPUT_NAME, OUTPUT_NAME, RUNTIME_TTA, ModelCard
 from ferkit.models import load_architecture
 from ferkit.preprocessing import INPUT_SIZE
-from ferkit.train.checkpoint import load_weights, read_metadata, save_weights
+from ferkit.train.checkpoint import atomic_save, load_weights, read_metadata
 from ferkit.train.loop import AUX_HEAD
 
 
@@ -95,7 +95,26 @@ def load_shipped_torch(path: str | Path) -> tuple[nn.Module, list[str]]:
     return model.eval(), list(meta["classes"])
 
 
-def export_onnx(model: nn.Module, path: str | Path, opset: int = 17) -> Path:
+def ensemble_of(parts: list[tuple[nn.Module, dict]]) -> tuple[nn.Module, dict]:
+    """One `ensemble` model (mean probabilities) from (model, spec) pairs with the same classes."""
+    from ferkit.models import create_model
+
+    classes = list(parts[0][1]["classes"])
+    for _, spec in parts[1:]:
+        if list(spec["classes"]) != classes:
+            raise ValueError(f"ensemble members must share classes: {classes} vs {list(spec['classes'])}")
+    members = [{"name": spec["name"], "kwargs": spec.get("kwargs", {})} for _, spec in parts]
+    model = create_model("ensemble", len(classes), members=members)
+    for dst, (src, _) in zip(model.members, parts):
+        dst.load_state_dict(src.state_dict())
+    return model.eval(), {**parts[0][1], "name": "ensemble", "kwargs": {"members": members}}
+
+
+def export_onnx(model: nn.Module, path: str | Path, opset: int = 17, half: bool = False) -> Path:
+    """Write `model` + softmax as ONNX. half: store the weights as float16 (half the file; compute stays
+    float32), after `round_to_half(model)` so torch and ONNX keep identical weights."""
+    from torch.onnx import TrainingMode
+
     path = Path(path)
     wrapped = WithSoftmax(model.float().eval().to(memory_format=torch.contiguous_format))
     dummy = torch.zeros(2, 1, INPUT_SIZE, INPUT_SIZE)
@@ -104,8 +123,47 @@ def export_onnx(model: nn.Module, path: str | Path, opset: int = 17) -> Path:
         torch.onnx.export(
             wrapped, (dummy,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
             dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, opset_version=opset, dynamo=False,
+            # eval mode folds batch norm into the convolutions, which would leave weights float16 cannot hold
+            # exactly; PRESERVE keeps the (eval-mode) BatchNormalization nodes for onnxruntime to fold in float32
+            **({"training": TrainingMode.PRESERVE, "do_constant_folding": False} if half else {}),
         )
+    if half:
+        store_weights_as_half(path)
     return path
+
+
+def round_to_half(model: nn.Module) -> nn.Module:
+    """Round every float weight and buffer to the nearest float16 value (kept as float32), in place."""
+    with torch.no_grad():
+        for t in [*model.parameters(), *model.buffers()]:
+            if t.is_floating_point():
+                t.copy_(t.half().float())
+    return model
+
+
+def store_weights_as_half(path: Path) -> None:
+    """Rewrite an ONNX file's float32 initializers as float16 + a Cast back to float32 (lossless for
+    weights `round_to_half` made). onnxruntime folds the casts when it loads the model, so it runs
+    exactly as fast as the float32 file."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    m = onnx.load(str(path))
+    graph, casts = m.graph, []
+    for init in graph.initializer:
+        if init.data_type != TensorProto.FLOAT or np.prod(init.dims) < 16:
+            continue
+        value = numpy_helper.to_array(init)
+        if not np.array_equal(value.astype(np.float16).astype(np.float32), value):
+            raise ValueError(f"{path}: weight {init.name} is not float16-exact; round_to_half the model first")
+        half = numpy_helper.from_array(value.astype(np.float16), name=f"{init.name}__f16")
+        casts.append(helper.make_node("Cast", [half.name], [init.name], to=TensorProto.FLOAT))
+        init.CopyFrom(half)
+    nodes = casts + list(graph.node)  # casts first: the graph stays topologically sorted
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.checker.check_model(m)
+    onnx.save(m, str(path))
 
 
 def max_disagreement(model: nn.Module, onnx_path: str | Path, inputs: np.ndarray,
@@ -152,8 +210,15 @@ def hardware(device: str | torch.device | None = None) -> str:
     return f"{cpu_name()}, {torch.get_num_threads()} torch threads of {os.cpu_count()} CPUs"
 
 
+def describe_architecture(spec: dict) -> str:
+    """'fer-resnet-s', or for an ensemble 'ensemble(fer-resnet-s, fer-resnet-s)'."""
+    if spec["name"] != "ensemble":
+        return spec["name"]
+    return f"ensemble({', '.join(describe_architecture(m) for m in spec['kwargs']['members'])})"
+
+
 def make_card(name: str, spec: dict, tta: str, metrics: dict, training: dict, notes: str = "") -> ModelCard:
-    return ModelCard(name=name, classes=list(spec["classes"]), architecture=spec["name"], tta=tta,
+    return ModelCard(name=name, classes=list(spec["classes"]), architecture=describe_architecture(spec), tta=tta,
                      metrics=metrics, training=training, notes=notes)
 
 
@@ -274,7 +339,8 @@ def _run_sessions(run: Path) -> list[dict]:
 
 def export_run(run: str | Path, name: str, out: str | Path, tta: str = "none", data: str | Path | None = None,
                ferplus: str | Path | None = None, check_faces: int | None = None, tolerance: float = 1e-4,
-               notes: str = "", reports: bool = True, head: str | None = None) -> dict:
+               notes: str = "", reports: bool = True, head: str | None = None,
+               ensemble: list[str | Path] | tuple = (), half: bool = False) -> dict:
     """Ship a training run: ONNX (softmax included) + model card, checked against torch and scored.
 
     1. export best.safetensors to `out/NAME.onnx`, and the same weights as `out/NAME.safetensors`
@@ -294,6 +360,9 @@ def export_run(run: str | Path, name: str, out: str | Path, tta: str = "none", d
 
     `data`/`ferplus` default to the run's own. `head` picks one head of a joint run (fer2013 or
     ferplus; default the first); the FER+ head is checked and scored against the FER+ votes.
+    `ensemble`: more run folders whose best checkpoints (same head) are averaged with this run's, as
+    one `ensemble` model and one ONNX graph; the card lists every member's training. `half` stores the
+    weights as float16 (ONNX and safetensors; see `export_onnx`): checks and scores use exactly those.
     Returns paths, the check figures and the card.
     """
     from ferkit.data import load_dataset
@@ -319,10 +388,17 @@ def export_run(run: str | Path, name: str, out: str | Path, tta: str = "none", d
     if tta == "auto" and cfg.val_split not in faces.split_names():  # before anything is written
         raise ValueError(f"--tta auto needs the run's validation split {cfg.val_split!r} in {data}")
     model, spec = load_run_model(run, head=head_name)
+    if ensemble:
+        for member in ensemble:
+            if not (Path(member) / "model.json").is_file():
+                raise FileNotFoundError(f"{member}: not a training run folder (model.json expected)")
+        model, spec = ensemble_of([(model, spec)] + [load_run_model(m, head=head_name) for m in ensemble])
+    if half:
+        round_to_half(model)
 
     out.mkdir(parents=True, exist_ok=True)
     onnx_path, card_path = out / f"{name}.onnx", out / f"{name}.json"
-    export_onnx(model, onnx_path)
+    export_onnx(model, onnx_path, half=half)
 
     present = faces.split_names()
     check_split = next((s for s in ("PrivateTest", cfg.val_split) if s in present), present[0])
@@ -332,10 +408,17 @@ def export_run(run: str | Path, name: str, out: str | Path, tta: str = "none", d
         raise ValueError(f"{onnx_path}: ONNX and torch disagree on {check_split} faces "
                          f"({n_disagree} argmax differences of {len(sample)}, max |dp| {max_dp:.2e})")
 
-    save_weights(model, out / f"{name}.safetensors", spec={k: spec[k] for k in ("name", "num_classes", "kwargs")},
-                 classes=list(spec["classes"]))
-    card = make_card(name, spec, "none" if tta == "auto" else tta, metrics={}, training=training_info(run, head_name),
-                     notes=notes)
+    weights = {k: v.half() if half and v.is_floating_point() else v for k, v in model.state_dict().items()}
+    atomic_save(weights, out / f"{name}.safetensors",
+                {"spec": {k: spec[k] for k in ("name", "num_classes", "kwargs")}, "classes": list(spec["classes"])})
+    training = training_info(run, head_name)
+    if ensemble:
+        training["ensemble_members"] = [training_info(m, head_name) for m in ensemble]
+        training["wall_seconds_all_members"] = round(training.get("wall_seconds", 0) + sum(
+            t.get("wall_seconds", 0) for t in training["ensemble_members"]), 1)
+    if half:
+        training["weights_dtype"] = "float16"
+    card = make_card(name, spec, "none" if tta == "auto" else tta, metrics={}, training=training, notes=notes)
     card.training["onnx_check"] = {"split": check_split, "faces": len(sample), "max_abs_prob_diff": max_dp,
                                    "argmax_disagreements": n_disagree}
     card.save(card_path)  # the runtime needs the card beside the ONNX file to score it

@@ -1,0 +1,91 @@
+"""Warm restarts (`train --init`) and ensembles (`export --ensemble`, `--half`): a second run starts from
+a first run's weights, and export ships both as one ONNX graph averaging their probabilities, its
+weights stored as float16 with float32 compute."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="the training stack needs torch: pip install 'ferkit[train]'")
+
+from _fer_small import assert_one_line_error, run_cli, small_csv  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """seed-cnn-small: run `a`, 2 epochs on 800 real faces; run `b`, 1 epoch more from a's weights."""
+    root = tmp_path_factory.mktemp("ensemble")
+    data = small_csv(root / "small.csv", {"Training": 800, "PublicTest": 300, "PrivateTest": 300}, seed=3)
+    common = ["--model", "seed-cnn-small", "--batch-size", "32", "--threads", "1"]
+    r = run_cli("train", data, *common, "--epochs", "2", "--lr", "2e-3", "-o", root / "a")
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = run_cli("train", data, *common, "--epochs", "1", "--lr", "1e-3", "--seed", "1", "--init", root / "a",
+                "-o", root / "b")
+    assert r.returncode == 0, r.stderr[-3000:]
+    return {"root": root, "data": data, "a": root / "a", "b": root / "b"}
+
+
+def test_init_starts_from_the_given_weights(runs, tmp_path):
+    """With a zero learning rate, every parameter a run ends with is the one --init gave it."""
+    from safetensors.torch import load_file
+
+    r = run_cli("train", runs["data"], "--model", "seed-cnn-small", "--epochs", "1", "--limit", "64",
+                "--optimizer", "sgd", "--lr", "0", "--init", runs["a"] / "best.safetensors", "-o", tmp_path / "z")
+    assert r.returncode == 0, r.stderr[-3000:]
+    start, end = load_file(str(runs["a"] / "best.safetensors")), load_file(str(tmp_path / "z" / "best.safetensors"))
+    weights = [k for k in start if k.endswith("weight")]
+    assert weights and all(torch.equal(start[k], end[k]) for k in weights)
+    assert json.loads((tmp_path / "z" / "config.json").read_text())["init"].endswith("best.safetensors")
+
+
+def test_ensemble_export_is_the_mean_of_its_members(runs):
+    """The ONNX file's probabilities are the mean of the two runs' (float16-rounded) torch models; the
+    file is about one member's float32 size; the card names both runs' training."""
+    from ferkit.data import load_dataset
+    from ferkit.modelcard import ModelCard
+    from ferkit.preprocessing import normalize
+    from ferkit.runtime.model import FacialExpressionModel
+    from ferkit.train.export import load_run_model, load_shipped_torch, round_to_half
+
+    out = runs["root"] / "ship"
+    r = run_cli("export", runs["b"], "--ensemble", runs["a"], "--half", "--name", "ens", "-o", out, "--tta", "none")
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = run_cli("export", runs["a"], "--name", "single", "-o", out, "--tta", "none")
+    assert r.returncode == 0, r.stderr[-3000:]
+    single_size, ens_size = (out / "single.onnx").stat().st_size, (out / "ens.onnx").stat().st_size
+    assert 0.8 < ens_size / single_size < 1.2  # two members at 2 bytes a weight ~ one at 4
+
+    card = ModelCard.load(out / "ens.json")
+    assert card.architecture == "ensemble(seed-cnn-small, seed-cnn-small)"
+    assert card.training["weights_dtype"] == "float16" and "--init" in card.training["command"]
+    assert [m["epochs"] for m in card.training["ensemble_members"]] == [2]
+    assert card.training["onnx_check"]["argmax_disagreements"] == 0
+
+    faces = load_dataset(runs["data"]).split("PrivateTest").images
+    x = torch.from_numpy(normalize(faces))
+    with torch.no_grad():
+        members = [round_to_half(load_run_model(runs[k])[0])(x).softmax(1) for k in ("b", "a")]
+        shipped, _ = load_shipped_torch(out / "ens.safetensors")
+        p_shipped = shipped(x).softmax(1).numpy()
+    expect = ((members[0] + members[1]) / 2).numpy()
+    p_onnx = FacialExpressionModel(out / "ens.onnx", tta="none").predict_proba(faces)
+    assert np.abs(p_onnx - expect).max() < 1e-5 and np.abs(p_shipped - expect).max() < 1e-5
+    assert (members[0] - members[1]).abs().max().item() > 1e-2  # two different models, not one twice
+    assert card.metrics["PrivateTest"]["accuracy"] == pytest.approx(
+        float((expect.argmax(1) == load_dataset(runs["data"]).split("PrivateTest").labels).mean()), abs=1e-5)  # cards keep 5 decimals
+
+
+@pytest.mark.parametrize("case", ["init does not fit", "init missing", "member not a run"])
+def test_restart_and_ensemble_errors_are_one_line(runs, tmp_path, case):
+    args, fragment = {
+        "init does not fit": (["train", runs["data"], "--model", "mlp", "--epochs", "1", "--init", runs["a"],
+                               "-o", tmp_path / "r"], "does not fit"),
+        "init missing": (["train", runs["data"], "--model", "mlp", "--epochs", "1", "--init", tmp_path / "nope",
+                          "-o", tmp_path / "r"], "nope"),
+        "member not a run": (["export", runs["a"], "--name", "x", "--ensemble", tmp_path, "-o", tmp_path / "o"],
+                             "not a training run folder"),
+    }[case]
+    assert_one_line_error(run_cli(*args), fragment)
