@@ -120,6 +120,26 @@ def test_predict_decompression_bomb_guard_and_bad_options(photos, tmp_path):
     no_traceback(r)
 
 
+def test_predict_tta_switch(photos, tmp_path):
+    """--tta overrides the card: none and flip give different probabilities for the same face, and the
+    card's own choice is what you get without the option."""
+    from ferkit.modelcard import ModelCard
+    from ferkit.runtime.model import DEFAULT_MODEL, WEIGHTS_DIR
+
+    probs = {}
+    for mode in ("none", "flip", None):
+        out = tmp_path / str(mode)
+        r = ferkit("predict", photos / "good" / "astronaut.png", "-o", out, "--no-images",
+                   *(["--tta", mode] if mode else []))
+        assert r.returncode == 0, r.stderr
+        probs[mode] = json.loads((out / "results.json").read_text())["images"][0]["faces"][0]["probabilities"]
+    assert max(abs(probs["none"][c] - probs["flip"][c]) for c in probs["none"]) > 1e-4
+    assert probs[None] == probs[ModelCard.load(WEIGHTS_DIR / f"{DEFAULT_MODEL}.json").tta]
+    r = ferkit("predict", photos / "good" / "astronaut.png", "--tta", "ten-crop")
+    assert r.returncode == 2 and "--tta 'ten-crop'" in r.stderr
+    no_traceback(r)
+
+
 def test_chart(photos, tmp_path):
     r = ferkit("chart", photos / "good" / "astronaut.png", cwd=tmp_path)
     assert r.returncode == 0, r.stderr

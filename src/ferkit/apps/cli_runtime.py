@@ -25,14 +25,20 @@ ModelOpt = Annotated[Optional[str], typer.Option(
 DetectorOpt = Annotated[str, typer.Option(
     "--detector", "-d", help="Face detector: auto (CenterFace if installed, else Haar), centerface, haar.")]
 MinScoreOpt = Annotated[float, typer.Option("--min-score", help="Drop detections less confident than this.")]
+TtaOpt = Annotated[Optional[str], typer.Option(
+    "--tta", help="Test-time augmentation: the model card's choice (default), none (faster) or flip (face + mirror).")]
 MaxSideOpt = Annotated[int, typer.Option(
     "--detect-size", help="Detection runs on the image scaled down to this many pixels on its long side (speed vs small faces).")]
 
 
-def _analyzer(model, detector, min_score=0.5, max_side=640):
+def _analyzer(model, detector, min_score=0.5, max_side=640, tta=None):
+    from ferkit.modelcard import RUNTIME_TTA
+    from ferkit.runtime.model import FacialExpressionModel
     from ferkit.runtime.pipeline import Analyzer
 
-    return Analyzer(model, detector, min_score=min_score, max_side=max_side)
+    if tta is not None and tta not in RUNTIME_TTA:
+        raise ValueError(f"--tta {tta!r}: choose {' or '.join(RUNTIME_TTA)} (or leave it out for the model card's)")
+    return Analyzer(FacialExpressionModel(model, tta=tta), detector, min_score=min_score, max_side=max_side)
 
 
 def _fail(msg: str) -> None:
@@ -85,6 +91,7 @@ def predict(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for annotated images, results.json and results.csv.")] = Path("ferkit_predictions"),
     model: ModelOpt = None,
     detector: DetectorOpt = "auto",
+    tta: TtaOpt = None,
     min_score: MinScoreOpt = 0.5,
     detect_size: MaxSideOpt = 960,
     no_images: Annotated[bool, typer.Option("--no-images", help="Write only results.json/csv, no annotated images.")] = False,
@@ -99,7 +106,7 @@ def predict(
     from ferkit.images import ImageError, read_image
     from ferkit.runtime.draw import draw_results
 
-    analyzer = _analyzer(model, detector, min_score, detect_size)
+    analyzer = _analyzer(model, detector, min_score, detect_size, tta)
     files = expand_inputs(inputs)
     if out.exists():  # never re-read our own annotated images when OUT sits inside an input folder
         files = [f for f in files if not (f.resolve().is_relative_to(out.resolve()) and f not in inputs)]
@@ -163,13 +170,14 @@ def chart(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="PNG to write (default: IMAGE_STEM.chart.png here).")] = None,
     model: ModelOpt = None,
     detector: DetectorOpt = "auto",
+    tta: TtaOpt = None,
     min_score: MinScoreOpt = 0.5,
 ) -> None:
     """A bar chart of the expression probabilities of each face in an image."""
     from ferkit.images import read_image
     from ferkit.runtime.charts import probability_chart
 
-    analyzer = _analyzer(model, detector, min_score, 960)
+    analyzer = _analyzer(model, detector, min_score, 960, tta)
     img = read_image(image)
     faces = analyzer.analyze(img)
     if not faces:
@@ -189,6 +197,7 @@ def video(
     smooth: Annotated[float, typer.Option("--smooth", min=0.01, max=1.0, help="Weight of the newest frame in each face's moving average (1 = no smoothing).")] = 0.4,
     model: ModelOpt = None,
     detector: DetectorOpt = "auto",
+    tta: TtaOpt = None,
     min_score: MinScoreOpt = 0.5,
     detect_size: MaxSideOpt = 480,
     max_frames: Annotated[Optional[int], typer.Option("--max-frames", help="Stop after this many frames.")] = None,
@@ -201,7 +210,7 @@ def video(
 
     output_paths(src, out)  # bad names and unreadable files fail before any progress bar
     open_video(src)[0].release()
-    analyzer = _analyzer(model, detector, min_score, detect_size)
+    analyzer = _analyzer(model, detector, min_score, detect_size, tta)
     bar = tqdm(unit="frame", desc=src.name, file=sys.stderr, dynamic_ncols=True)
 
     def progress(done: int, total: int) -> None:
@@ -228,6 +237,7 @@ def webcam(
     source: Annotated[str, typer.Option("--source", "-s", help="Camera index (0, 1, …) or a video file.")] = "0",
     model: ModelOpt = None,
     detector: DetectorOpt = "auto",
+    tta: TtaOpt = None,
     every: Annotated[int, typer.Option("--every", min=1, help="Analyse every Nth frame.")] = 1,
     detect_size: MaxSideOpt = 320,  # live: speed first (see bench/runtime_speed.py)
     max_frames: Annotated[Optional[int], typer.Option("--max-frames", help="Close after this many frames.")] = None,
@@ -239,7 +249,7 @@ def webcam(
         raise DisplayError("no display here (DISPLAY is not set), so no window can open. Instead, run `ferkit serve` "
                            "and open http://127.0.0.1:8000 in a browser on the machine with the camera: the page uses "
                            "the browser's own webcam")
-    shown = run_webcam(source, _analyzer(model, detector, 0.5, detect_size), every=every, max_frames=max_frames)
+    shown = run_webcam(source, _analyzer(model, detector, 0.5, detect_size, tta), every=every, max_frames=max_frames)
     console.print(f"showed {shown} frames")
 
 
@@ -262,6 +272,7 @@ def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the annotated photo, chart and JSON.")] = Path("ferkit-demo"),
     model: ModelOpt = None,
     detector: DetectorOpt = "auto",
+    tta: TtaOpt = None,
 ) -> None:
     """Run the whole pipeline on a bundled photo (scikit-image's astronaut) and show what it found."""
     import cv2
@@ -271,7 +282,7 @@ def demo(
     from ferkit.runtime.draw import draw_results
 
     src = demo_image_path()
-    analyzer = _analyzer(model, detector)
+    analyzer = _analyzer(model, detector, tta=tta)
     img = read_image(src)
     faces = analyzer.analyze(img)
     out.mkdir(parents=True, exist_ok=True)
