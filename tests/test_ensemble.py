@@ -62,6 +62,9 @@ def test_ensemble_export_is_the_mean_of_its_members(runs):
     assert card.architecture == "ensemble(seed-cnn-small, seed-cnn-small)"
     assert card.training["weights_dtype"] == "float16" and "--init" in card.training["command"]
     assert [m["epochs"] for m in card.training["ensemble_members"]] == [2]
+    init = card.training["init"]  # b started from a: a's training is part of b's recipe
+    assert init["epochs"] == 2 and init["command"] == card.training["ensemble_members"][0]["command"]
+    assert card.training["wall_seconds_with_init"] == pytest.approx(card.training["wall_seconds"] + init["wall_seconds"], abs=0.2)
     assert card.training["onnx_check"]["argmax_disagreements"] == 0
 
     faces = load_dataset(runs["data"]).split("PrivateTest").images

@@ -306,6 +306,14 @@ def training_info(run: str | Path, head: str | None = None) -> dict:
         if head is not None:
             info["head"] = head
         info["wall_seconds"] = round(float(state["wall_seconds"]) if state else sum(float(h["seconds"]) for h in history), 1)
+    if cfg is not None and cfg.init:  # a warm restart: the run it started from is part of the recipe
+        start = Path(cfg.init)
+        start = start if start.is_dir() else start.parent
+        if (start / "config.json").is_file() and start.resolve() != run.resolve():
+            before = training_info(start)
+            info["init"] = {k: before[k] for k in ("command", "epochs", "best_epoch", "wall_seconds") if k in before}
+            if "wall_seconds" in info and "wall_seconds" in before:
+                info["wall_seconds_with_init"] = round(info["wall_seconds"] + before["wall_seconds"], 1)
     sessions = _run_sessions(run)
     if sessions:
         info["hardware"] = sorted({s["hardware"] for s in sessions})
