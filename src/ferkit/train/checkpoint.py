@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, safe_open, save_file
 
+MODEL_PREFIX = "model."  # a training checkpoint's model tensors; optimiser and RNG tensors sit beside them
+
 
 def atomic_save(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict | None = None) -> None:
     """Write to a hidden temp file beside `path`, flush it to disk, then rename over `path`.
@@ -59,13 +61,42 @@ def load_weights(model: torch.nn.Module, path: str | Path) -> dict:
     return read_metadata(path)
 
 
+def load_init_weights(model: torch.nn.Module, source: str | Path) -> None:
+    """Starting weights for a fine-tune or warm restart (`train --init`): a weights file, a training
+    checkpoint (last.safetensors) or a run folder (its best.safetensors). The architecture must match."""
+    from ferkit.data import DataError
+
+    path = Path(source)
+    if path.is_dir():
+        path = path / "best.safetensors"
+    if not path.is_file():
+        raise DataError(f"--init: no weights at {path}")
+    try:
+        tensors = model_tensors(load_file(str(path)))
+    except Exception as exc:  # safetensors raises its own error types for corrupt files
+        raise DataError(f"--init: {path} is not a safetensors weights file ({exc})") from None
+    own = model.state_dict()
+    wrong = [k for k in own if k not in tensors or tensors[k].shape != own[k].shape]
+    if wrong or len(tensors) != len(own):
+        raise DataError(f"--init: {path} does not fit this model (first mismatch: {(wrong or sorted(set(tensors) - set(own)))[0]}); "
+                        "use the same --model and classes/heads as the run that made it")
+    model.load_state_dict(tensors)
+
+
+def model_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The model's own tensors: a training checkpoint's `model.`-prefixed ones, or a weights file as it is."""
+    if not any(k.startswith(MODEL_PREFIX) for k in tensors):
+        return tensors
+    return {k[len(MODEL_PREFIX):]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)}
+
+
 def read_metadata(path: str | Path) -> dict:
     with safe_open(str(path), framework="pt") as f:
         return {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
 
 
 def save_training_state(path: str | Path, model, optimizer, scheduler, gen: torch.Generator, state: dict) -> None:
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors = {f"{MODEL_PREFIX}{k}": v for k, v in model.state_dict().items()}
     opt = optimizer.state_dict()
     opt_meta = {"param_groups": opt["param_groups"], "keys": {}}
     for idx, slots in opt["state"].items():
@@ -85,7 +116,7 @@ def save_training_state(path: str | Path, model, optimizer, scheduler, gen: torc
 def load_training_state(path: str | Path, model, optimizer, scheduler, gen: torch.Generator) -> dict:
     tensors = load_file(str(path))
     meta = read_metadata(path)
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    model.load_state_dict(model_tensors(tensors))
     opt_meta = meta["optimizer"]
     opt_state: dict = {}
     for key, value in tensors.items():

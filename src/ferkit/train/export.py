@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -184,6 +185,14 @@ def max_disagreement(model: nn.Module, onnx_path: str | Path, inputs: np.ndarray
 
 
 def sha256(path: str | Path) -> str:
+    """A file's sha256, remembered per (path, size, mtime): cards of several runs on one data file hash it once."""
+    path = Path(path)
+    st = path.stat()
+    return _sha256(str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -345,6 +354,12 @@ def _run_sessions(run: Path) -> list[dict]:
         return []
 
 
+def require_run(folder: str | Path) -> None:
+    folder = Path(folder)
+    if not (folder / "model.json").is_file() or not (folder / "best.safetensors").is_file():
+        raise FileNotFoundError(f"{folder}: not a training run folder (model.json and best.safetensors expected)")
+
+
 def export_run(run: str | Path, name: str, out: str | Path, tta: str = "none", data: str | Path | None = None,
                ferplus: str | Path | None = None, check_faces: int | None = None, tolerance: float = 1e-4,
                notes: str = "", reports: bool = True, head: str | None = None,
@@ -382,8 +397,8 @@ def export_run(run: str | Path, name: str, out: str | Path, tta: str = "none", d
     if tta not in (*RUNTIME_TTA, "auto"):
         raise ValueError(f"tta {tta!r}: a model card supports {' or '.join(RUNTIME_TTA)} (what the runtime can "
                          "apply), or 'auto' to choose between them on the validation split")
-    if not (run / "model.json").is_file() or not (run / "best.safetensors").is_file():
-        raise FileNotFoundError(f"{run}: not a training run folder (model.json and best.safetensors expected)")
+    for folder in (run, *ensemble):  # before anything is read or written
+        require_run(folder)
     cfg = TrainConfig.load(run / "config.json") if (run / "config.json").is_file() else TrainConfig()
     data = data or cfg.data
     head_name = pick_head(json.loads((run / "model.json").read_text()), head)["name"] if head else None
@@ -397,9 +412,6 @@ def export_run(run: str | Path, name: str, out: str | Path, tta: str = "none", d
         raise ValueError(f"--tta auto needs the run's validation split {cfg.val_split!r} in {data}")
     model, spec = load_run_model(run, head=head_name)
     if ensemble:
-        for member in ensemble:
-            if not (Path(member) / "model.json").is_file():
-                raise FileNotFoundError(f"{member}: not a training run folder (model.json expected)")
         model, spec = ensemble_of([(model, spec)] + [load_run_model(m, head=head_name) for m in ensemble])
     if half:
         round_to_half(model)

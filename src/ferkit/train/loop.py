@@ -21,7 +21,7 @@ from ferkit.data import UNSPLIT, DataError, FaceSet, load_dataset
 from ferkit.models import create_model, save_architecture
 from ferkit.preprocessing import normalize
 from ferkit.train.augment import augment, mix_batch
-from ferkit.train.checkpoint import load_training_state, save_training_state, save_weights
+from ferkit.train.checkpoint import load_init_weights, load_training_state, save_training_state, save_weights
 from ferkit.train.config import TrainConfig
 
 HISTORY_FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
@@ -240,30 +240,6 @@ def early_stopped(cfg: TrainConfig, state: dict) -> bool:
     return bool(cfg.early_stop) and state["epoch"] > 0 and state["epoch"] - state["best_epoch"] >= cfg.early_stop
 
 
-def init_weights(model: torch.nn.Module, source: str) -> None:
-    """Load starting weights for a fine-tune or warm restart: a weights file, a training checkpoint
-    (last.safetensors) or a run folder (its best.safetensors). The architecture must match."""
-    from safetensors.torch import load_file
-
-    path = Path(source)
-    if path.is_dir():
-        path = path / "best.safetensors"
-    if not path.is_file():
-        raise DataError(f"--init: no weights at {path}")
-    try:
-        tensors = load_file(str(path))
-    except Exception as exc:  # safetensors raises its own error types for corrupt files
-        raise DataError(f"--init: {path} is not a safetensors weights file ({exc})") from None
-    if any(k.startswith("model.") for k in tensors):  # a training checkpoint: model tensors are prefixed
-        tensors = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-    own = model.state_dict()
-    wrong = [k for k in own if k not in tensors or tensors[k].shape != own[k].shape]
-    if wrong or len(tensors) != len(own):
-        raise DataError(f"--init: {path} does not fit this model (first mismatch: {(wrong or sorted(set(tensors) - set(own)))[0]}); "
-                        "use the same --model and classes/heads as the run that made it")
-    model.load_state_dict(tensors)
-
-
 # ---------------------------------------------------------------------------- the loop
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_after: int | None = None) -> dict:
     """Train per `cfg`, writing everything into cfg.out; returns the final state dict.
@@ -308,7 +284,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
     gen = torch.Generator().manual_seed(cfg.seed)
     model = create_model(cfg.model, sum(sizes), **cfg.model_kwargs).to(device)
     if cfg.init:
-        init_weights(model, cfg.init)
+        load_init_weights(model, cfg.init)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     steps = math.ceil(n / cfg.batch_size)
