@@ -20,12 +20,10 @@ from ferkit.train.checkpoint import atomic_save, read_metadata  # noqa: E402
 from ferkit.train.config import TrainConfig  # noqa: E402
 from ferkit.train.loop import train  # noqa: E402
 
-COMPARED = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr"]  # all but the wall time
-
-
 def history(run: Path) -> list[dict]:
+    """Every column of history.csv but the wall time."""
     with open(run / "history.csv", newline="") as fh:
-        return [{k: row[k] for k in COMPARED} for row in csv.DictReader(fh)]
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(fh)]
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
@@ -73,6 +71,7 @@ RECIPES = {
     "modern": {"optimizer": "sgd", "lr": 0.02, "schedule": "onecycle", "label_smoothing": 0.1, "mixup": 0.2,
                "cutmix": 1.0, "mix_prob": 0.7, "crop_pad": 4, "erasing": 0.5, "class_weights": True,
                "weight_decay": 5e-4},
+    "swa": {"optimizer": "sgd", "lr": 0.01, "schedule": "none", "swa_start": 1},  # the average is resumed too
 }
 
 

@@ -33,6 +33,9 @@ def train(
     schedule: Annotated[str, O(help="plateau (ReduceLROnPlateau) | cosine | onecycle | none.")] = "plateau",
     plateau_patience: Annotated[int, O(help="Plateau: epochs without improvement before the LR drops.")] = 2,
     warmup_epochs: Annotated[float, O(help="Cosine: linear warm-up epochs.")] = 0.0,
+    swa_start: Annotated[Optional[int], O(help="Stochastic weight averaging: average the weights of every epoch from "
+                                               "this one on (BatchNorm re-estimated); the average is scored and "
+                                               "checkpointed like any epoch. Pair with a constant LR (--schedule none).")] = None,
     early_stop: Annotated[Optional[int], O(help="Stop after N epochs without a better validation accuracy.")] = None,
     label_smoothing: Annotated[float, O(help="Label smoothing.")] = 0.0,
     mixup: Annotated[float, O(help="Mixup alpha (0 = off).")] = 0.0,
@@ -67,7 +70,7 @@ def train(
             aux_ferplus=str(aux_ferplus) if aux_ferplus else None, aux_weight=aux_weight, classes=list(names) if names else None,
             model=model, init=str(init) if init else None, out=str(out), epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
             weight_decay=weight_decay, schedule=schedule, plateau_patience=plateau_patience,
-            warmup_epochs=warmup_epochs, early_stop=early_stop, label_smoothing=label_smoothing, mixup=mixup,
+            warmup_epochs=warmup_epochs, swa_start=swa_start, early_stop=early_stop, label_smoothing=label_smoothing, mixup=mixup,
             cutmix=cutmix, class_weights=class_weights, flip=flip, rotation=rotation, shift=shift, zoom=zoom,
             crop_pad=crop_pad, erasing=erasing, limit=limit, train_split=train_split, val_split=val_split,
             precision=precision, device=device, seed=seed, threads=threads,

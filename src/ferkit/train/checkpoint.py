@@ -95,8 +95,10 @@ def read_metadata(path: str | Path) -> dict:
         return {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
 
 
-def save_training_state(path: str | Path, model, optimizer, scheduler, gen: torch.Generator, state: dict) -> None:
-    tensors = {f"{MODEL_PREFIX}{k}": v for k, v in model.state_dict().items()}
+def save_training_state(path: str | Path, model, optimizer, scheduler, gen: torch.Generator, state: dict,
+                        extra: dict[str, torch.Tensor] | None = None) -> None:
+    """extra: more tensors that must stay in step with the model (a weight average), under their own prefix."""
+    tensors = {f"{MODEL_PREFIX}{k}": v for k, v in model.state_dict().items()} | (extra or {})
     opt = optimizer.state_dict()
     opt_meta = {"param_groups": opt["param_groups"], "keys": {}}
     for idx, slots in opt["state"].items():

@@ -33,6 +33,7 @@ class TrainConfig:
     plateau_patience: int = 2
     plateau_factor: float = 0.5
     warmup_epochs: float = 0.0
+    swa_start: int | None = None  # average the weights of every epoch from this one on (SWA); None = off
     early_stop: int | None = None  # stop after this many epochs without a better val accuracy
     label_smoothing: float = 0.0
     mixup: float = 0.0  # alpha; 0 disables

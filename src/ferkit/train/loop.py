@@ -23,6 +23,7 @@ from ferkit.preprocessing import normalize
 from ferkit.train.augment import augment, mix_batch
 from ferkit.train.checkpoint import load_init_weights, load_training_state, save_training_state, save_weights
 from ferkit.train.config import TrainConfig
+from ferkit.train.swa import WeightAverage, bn_sample, recompute_batchnorm
 
 HISTORY_FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
 AUX_HEAD = "ferplus"  # the second head of a joint run (--aux-ferplus): FER+'s 8 classes
@@ -178,10 +179,45 @@ def predict_logits(model, images: np.ndarray, device, autocast, channels_last: b
     return torch.cat(outs)
 
 
+def head_accuracies(logp: torch.Tensor, val_targets: torch.Tensor, aux_labels, num_classes: int):
+    """Validation accuracy of the main head and, in a joint run, the FER+ head's majority-vote accuracy."""
+    acc = float((logp[:, :num_classes].argmax(1) == val_targets.argmax(1)).float().mean())
+    if aux_labels is None:
+        return acc, None
+    kept = torch.from_numpy(aux_labels >= 0)
+    aux_pred = logp[:, num_classes:].argmax(1)
+    return acc, float((aux_pred[kept] == torch.from_numpy(aux_labels)[kept]).float().mean())
+
+
+def score_average(swa: WeightAverage, model, bn_faces: np.ndarray, val_set: FaceSet, val_targets: torch.Tensor,
+                  aux_labels, sizes: list[int], cfg: TrainConfig, device, autocast, state: dict, epoch: int,
+                  out: Path) -> str:
+    """Score the weight average so far on the validation split; it becomes best.safetensors (and the FER+
+    head's best) when it beats every checkpoint before it. Returns the note for the epoch line."""
+    avg = swa.averaged_model(model)
+    recompute_batchnorm(avg, (batch_input(bn_faces[i:i + 512], device, cfg.channels_last)
+                              for i in range(0, len(bn_faces), 512)), autocast)
+    logp = predict_logits(avg, val_set.images, device, autocast, cfg.channels_last, sizes=sizes)
+    acc, aux_acc = head_accuracies(logp, val_targets, aux_labels, sizes[0])
+    span = {"swa_epochs": [swa.first_epoch, epoch]}
+    state["history"][-1]["swa_val_acc"] = round(acc, 5)
+    if acc > state["best_acc"]:
+        state["best_acc"], state["best_epoch"] = acc, epoch
+        save_weights(avg, out / "best.safetensors", epoch=epoch, val_acc=acc, **span)
+    note = f" | SWA of epochs {swa.first_epoch}-{epoch}: acc {acc:.4f}"
+    if aux_acc is not None:
+        state["history"][-1][f"swa_{AUX_HEAD}_val_acc"] = round(aux_acc, 5)
+        if aux_acc > state.get("aux_best_acc", -1.0):
+            state["aux_best_acc"], state["aux_best_epoch"] = aux_acc, epoch
+            save_weights(avg, out / AUX_BEST, epoch=epoch, val_acc=aux_acc, **span)
+        note += f", FER+ head {aux_acc:.4f}"
+    return note
+
+
 # ---------------------------------------------------------------------------- records
 def write_history(history: list[dict], out: Path) -> None:
     with open(out / "history.csv", "w", newline="") as fh:
-        extra = [k for k in (history[0] if history else {}) if k not in HISTORY_FIELDS]
+        extra = list(dict.fromkeys(k for row in history for k in row if k not in HISTORY_FIELDS))
         w = csv.DictWriter(fh, fieldnames=HISTORY_FIELDS + extra)
         w.writeheader()
         w.writerows(history)
@@ -302,6 +338,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
     if resume and last.exists():
         state = load_training_state(last, model, optimizer, scheduler, gen)
         print(f"resumed {out} after epoch {state['epoch']}", file=sys.stderr)
+    swa = None
+    if cfg.swa_start:
+        swa = WeightAverage.from_checkpoint(last, state) if resume and last.exists() else WeightAverage()
+        bn_faces = X[bn_sample(n, cfg.seed)]
     record_session(out, cfg, device, state["epoch"])
 
     done_here = 0
@@ -353,15 +393,24 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
             save_weights(model, out / "best.safetensors", epoch=epoch, val_acc=val_acc)
         aux_note = ""
         if aux_val_labels is not None:  # the FER+ head: majority-vote accuracy, its own best checkpoint
-            kept = torch.from_numpy(aux_val_labels >= 0)
-            aux_pred = val_logp[:, num_classes:].argmax(1)
-            aux_acc = float((aux_pred[kept] == torch.from_numpy(aux_val_labels)[kept]).float().mean())
+            _, aux_acc = head_accuracies(val_logp, val_targets, aux_val_labels, num_classes)
             state["history"][-1][f"{AUX_HEAD}_val_acc"] = round(aux_acc, 5)
             if aux_acc > state.get("aux_best_acc", -1.0):
                 state["aux_best_acc"], state["aux_best_epoch"] = aux_acc, epoch
                 save_weights(model, out / AUX_BEST, epoch=epoch, val_acc=aux_acc)
             aux_note = f" | FER+ head acc {aux_acc:.4f} (best {state['aux_best_acc']:.4f})"
-        save_training_state(last, model, optimizer, scheduler, gen, state)
+        if swa is not None and epoch >= cfg.swa_start:
+            t_swa = time.time()
+            swa.update(model, epoch)
+            aux_note += score_average(swa, model, bn_faces, val_set, val_targets, aux_val_labels, sizes, cfg,
+                                      device, autocast, state, epoch, out)
+            state.update(swa.checkpoint_state())
+            extra_seconds = time.time() - t_swa
+            seconds += extra_seconds
+            state["wall_seconds"] += extra_seconds
+            state["history"][-1]["seconds"] = round(seconds, 1)
+        save_training_state(last, model, optimizer, scheduler, gen, state,
+                            extra=swa.checkpoint_tensors() if swa is not None else None)
         write_history(state["history"], out)
         print(f"epoch {epoch}: train loss {tot_loss / seen:.4f} acc {tot_correct / seen:.4f} | "
               f"{cfg.val_split} loss {val_loss:.4f} acc {val_acc:.4f} | best {state['best_acc']:.4f} "
