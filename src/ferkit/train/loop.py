@@ -195,7 +195,8 @@ def score_average(swa: WeightAverage, model, bn_faces: np.ndarray, val_set: Face
     """Score the weight average so far on the validation split; it becomes best.safetensors (and the FER+
     head's best) when it beats every checkpoint before it. Returns the note for the epoch line."""
     avg = swa.averaged_model(model)
-    recompute_batchnorm(avg, (batch_input(bn_faces[i:i + 512], device, cfg.channels_last)
+    bn_gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)  # own RNG: training's stays untouched
+    recompute_batchnorm(avg, (augment(batch_input(bn_faces[i:i + 512], device, cfg.channels_last), bn_gen, cfg)
                               for i in range(0, len(bn_faces), 512)), autocast)
     logp = predict_logits(avg, val_set.images, device, autocast, cfg.channels_last, sizes=sizes)
     acc, aux_acc = head_accuracies(logp, val_targets, aux_labels, sizes[0])
