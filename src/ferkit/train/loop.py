@@ -238,8 +238,11 @@ def plot_curves(history: list[dict], path: Path) -> None:
     a.set_title("loss")
     b.plot(ep, [h["train_acc"] for h in history], "o-", label="train")
     b.plot(ep, [h["val_acc"] for h in history], "o-", label="validation")
-    if history and f"{AUX_HEAD}_val_acc" in history[0]:
-        b.plot(ep, [h[f"{AUX_HEAD}_val_acc"] for h in history], "o-", label="validation, FER+ head")
+    for key, label in ((f"{AUX_HEAD}_val_acc", "validation, FER+ head"), ("swa_val_acc", "validation, weight average"),
+                       (f"swa_{AUX_HEAD}_val_acc", "validation, weight average, FER+ head")):
+        scored = [h for h in history if h.get(key) not in (None, "")]  # the average exists from --swa-start on
+        if scored:
+            b.plot([h["epoch"] for h in scored], [h[key] for h in scored], "o--" if "swa" in key else "o-", label=label)
     b.set_title("accuracy")
     for ax in (a, b):
         ax.set_xlabel("epoch")
