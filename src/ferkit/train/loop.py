@@ -344,7 +344,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
         print(f"resumed {out} after epoch {state['epoch']}", file=sys.stderr)
     swa = None
     if cfg.swa_start:
-        swa = WeightAverage.from_checkpoint(last, state) if resume and last.exists() else WeightAverage()
+        swa = WeightAverage.resume(last, cfg.swa_start, state["epoch"])
         bn_faces = X[bn_sample(n, cfg.seed)]
     record_session(out, cfg, device, state["epoch"])
 
@@ -381,7 +381,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
         val_logits = val_logp[:, :num_classes]
         val_targets = targets(val_set)
         val_loss = float(soft_cross_entropy(val_logits, val_targets, 0.0, None))
-        val_acc = float((val_logits.argmax(1) == val_targets.argmax(1)).float().mean())
+        val_acc, aux_acc = head_accuracies(val_logp, val_targets, aux_val_labels, num_classes)
         if scheduler is not None and not per_step:
             scheduler.step(val_acc)
         seconds = time.time() - t0
@@ -397,18 +397,16 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
             save_weights(model, out / "best.safetensors", epoch=epoch, val_acc=val_acc)
         aux_note = ""
         if aux_val_labels is not None:  # the FER+ head: majority-vote accuracy, its own best checkpoint
-            _, aux_acc = head_accuracies(val_logp, val_targets, aux_val_labels, num_classes)
             state["history"][-1][f"{AUX_HEAD}_val_acc"] = round(aux_acc, 5)
             if aux_acc > state.get("aux_best_acc", -1.0):
                 state["aux_best_acc"], state["aux_best_epoch"] = aux_acc, epoch
                 save_weights(model, out / AUX_BEST, epoch=epoch, val_acc=aux_acc)
             aux_note = f" | FER+ head acc {aux_acc:.4f} (best {state['aux_best_acc']:.4f})"
-        if swa is not None and epoch >= cfg.swa_start:
+        if swa is not None and epoch >= swa.first_epoch:
             t_swa = time.time()
-            swa.update(model, epoch)
+            swa.update(model)
             aux_note += score_average(swa, model, bn_faces, val_set, val_targets, aux_val_labels, sizes, cfg,
                                       device, autocast, state, epoch, out)
-            state.update(swa.checkpoint_state())
             extra_seconds = time.time() - t_swa
             seconds += extra_seconds
             state["wall_seconds"] += extra_seconds

@@ -20,17 +20,18 @@ BN_FACES = 10240  # training faces that re-estimate BatchNorm's statistics for t
 
 
 class WeightAverage:
-    """Running mean of a model's floating-point weights and buffers (BatchNorm's are re-estimated later)."""
+    """Running mean of a model's floating-point weights and buffers (BatchNorm's are re-estimated later),
+    taken at the end of every epoch from `first_epoch` on."""
 
-    def __init__(self) -> None:
+    PREFIX = "swa."  # its tensors live in the training checkpoint, so a kill never leaves the two out of step
+
+    def __init__(self, first_epoch: int) -> None:
+        self.first_epoch = max(1, first_epoch)
         self.tensors: dict[str, torch.Tensor] = {}
         self.count = 0
-        self.first_epoch = 0
 
-    def update(self, model: torch.nn.Module, epoch: int) -> None:
+    def update(self, model: torch.nn.Module) -> None:
         self.count += 1
-        if self.count == 1:
-            self.first_epoch = epoch
         for name, value in model.state_dict().items():
             if not value.is_floating_point():
                 continue
@@ -47,18 +48,14 @@ class WeightAverage:
         avg.load_state_dict({k: self.tensors[k].to(v.dtype) if k in self.tensors else v for k, v in own.items()})
         return avg
 
-    PREFIX = "swa."  # its tensors live in the training checkpoint, so a kill never leaves the two out of step
-
     def checkpoint_tensors(self) -> dict[str, torch.Tensor]:
         return {self.PREFIX + k: v for k, v in self.tensors.items()}
 
-    def checkpoint_state(self) -> dict:
-        return {"swa_count": self.count, "swa_first_epoch": self.first_epoch}
-
     @classmethod
-    def from_checkpoint(cls, path: str | Path, state: dict) -> WeightAverage:
-        avg = cls()
-        avg.count, avg.first_epoch = int(state.get("swa_count", 0)), int(state.get("swa_first_epoch", 0))
+    def resume(cls, path: str | Path, first_epoch: int, epochs_done: int) -> WeightAverage:
+        """The average as the training checkpoint at `path` left it, after `epochs_done` epochs."""
+        avg = cls(first_epoch)
+        avg.count = max(0, epochs_done - avg.first_epoch + 1)
         if avg.count:
             avg.tensors = {k[len(cls.PREFIX):]: v for k, v in load_file(str(path)).items() if k.startswith(cls.PREFIX)}
         return avg
