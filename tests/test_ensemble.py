@@ -92,3 +92,24 @@ def test_restart_and_ensemble_errors_are_one_line(runs, tmp_path, case):
                              "not a training run folder"),
     }[case]
     assert_one_line_error(run_cli(*args), fragment)
+
+
+def test_restart_from_a_shipped_model_keeps_its_card_history(runs, tmp_path):
+    """`--init NAME.safetensors` of an exported model (card beside it, no run folder): the new card's
+    training.init is that card's training record, nested init included, and the wall time adds up."""
+    from ferkit.modelcard import ModelCard
+
+    ship = tmp_path / "ship"
+    r = run_cli("export", runs["b"], "--name", "b-model", "-o", ship, "--tta", "none")
+    assert r.returncode == 0, r.stderr[-3000:]
+    before = ModelCard.load(ship / "b-model.json").training
+    r = run_cli("train", runs["data"], "--model", "seed-cnn-small", "--epochs", "1", "--limit", "64",
+                "--threads", "1", "--init", ship / "b-model.safetensors", "-o", tmp_path / "c")
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = run_cli("export", tmp_path / "c", "--name", "c-model", "-o", ship, "--tta", "none")
+    assert r.returncode == 0, r.stderr[-3000:]
+    after = ModelCard.load(ship / "c-model.json").training
+    assert after["init"]["command"] == before["command"] and after["init"]["epochs"] == 1
+    assert after["init"]["init"]["epochs"] == 2  # b's own start, run a, is still on record
+    assert after["wall_seconds_with_init"] == pytest.approx(after["wall_seconds"] + before["wall_seconds_with_init"],
+                                                            abs=0.2)

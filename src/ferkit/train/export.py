@@ -316,13 +316,13 @@ def training_info(run: str | Path, head: str | None = None) -> dict:
             info["head"] = head
         info["wall_seconds"] = round(float(state["wall_seconds"]) if state else sum(float(h["seconds"]) for h in history), 1)
     if cfg is not None and cfg.init:  # a warm restart: the run it started from is part of the recipe
-        start = Path(cfg.init)
-        start = start if start.is_dir() else start.parent
-        if (start / "config.json").is_file() and start.resolve() != run.resolve():
-            before = training_info(start)
-            info["init"] = {k: before[k] for k in ("command", "epochs", "best_epoch", "wall_seconds") if k in before}
+        before = _init_training_info(Path(cfg.init), run)
+        if before:
+            info["init"] = {k: before[k] for k in ("command", "epochs", "best_epoch", "wall_seconds", "init")
+                            if k in before}
             if "wall_seconds" in info and "wall_seconds" in before:
-                info["wall_seconds_with_init"] = round(info["wall_seconds"] + before["wall_seconds"], 1)
+                earlier = before.get("wall_seconds_with_init", before["wall_seconds"])
+                info["wall_seconds_with_init"] = round(info["wall_seconds"] + earlier, 1)
     sessions = _run_sessions(run)
     if sessions:
         info["hardware"] = sorted({s["hardware"] for s in sessions})
@@ -333,6 +333,22 @@ def training_info(run: str | Path, head: str | None = None) -> dict:
         info["hardware"] = [f"{hardware()} (the exporting machine: the run recorded none)"]
         info["torch"] = [torch.__version__]
     return info
+
+
+def _init_training_info(init: Path, run: Path) -> dict:
+    """How the --init weights were made: their run folder's records, or else the model card beside a
+    weights file (NAME.json next to NAME.safetensors, as a shipped model has), so a chain of warm
+    restarts keeps every stage's command and time."""
+    folder = init if init.is_dir() else init.parent
+    if (folder / "config.json").is_file() and folder.resolve() != run.resolve():
+        return training_info(folder)
+    card = init.with_suffix(".json")
+    if init.is_file() and card.is_file():
+        try:
+            return dict(json.loads(card.read_text()).get("training") or {})
+        except (ValueError, AttributeError):
+            return {}
+    return {}
 
 
 def _read_history(path: Path) -> list[dict]:
