@@ -80,12 +80,28 @@ def test_head_outputs_are_slices_of_the_joint_net(joint):
         np.testing.assert_allclose(got.numpy(), expect.numpy(), atol=1e-6)
 
 
-@pytest.mark.parametrize("case", ["both ferplus options", "unknown head"])
+def test_evaluate_scores_either_head_of_a_run(joint, tmp_path):
+    """`ferkit evaluate RUN --head NAME` scores that head's own best checkpoint: on PublicTest it gives what
+    training recorded for it (FER+ head against the majority vote with --ferplus)."""
+    with open(joint["run"] / "history.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for head, key, extra in (("ferplus", "ferplus_val_acc", ["--ferplus", joint["votes"]]), ("fer2013", "val_acc", [])):
+        r = run_cli("evaluate", joint["run"], joint["data"], "--split", "PublicTest", "--head", head, "--json",
+                    "--out", tmp_path / head, *extra)
+        assert r.returncode == 0, r.stderr[-3000:]
+        m = json.loads(r.stdout)
+        assert len(m["model"]["classes"]) == (8 if head == "ferplus" else 7) and head in m["model"]["name"]
+        assert m["accuracy"] == pytest.approx(max(float(row[key]) for row in rows), abs=1e-4)
+
+
+@pytest.mark.parametrize("case", ["both ferplus options", "unknown head", "evaluate unknown head", "head of an onnx model"])
 def test_joint_input_errors_are_one_line(joint, tmp_path, case):
     args = {
         "both ferplus options": ["train", joint["data"], "--aux-ferplus", joint["votes"], "--ferplus", joint["votes"],
                                  "--model", "mlp", "--epochs", "1", "-o", tmp_path / "r"],
         "unknown head": ["export", joint["run"], "--name", "x", "--head", "contempt-only", "-o", tmp_path],
+        "evaluate unknown head": ["evaluate", joint["run"], joint["data"], "--head", "contempt-only", "-o", tmp_path],
+        "head of an onnx model": ["evaluate", "fer2013-7", joint["data"], "--head", "contempt-only", "-o", tmp_path],
     }[case]
     r = run_cli(*args)
     assert_one_line_error(r, "--ferplus" if case == "both ferplus options" else "contempt-only")

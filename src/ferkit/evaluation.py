@@ -259,12 +259,15 @@ class Predictor:
     path: Path
 
 
-def load_predictor(model: str | Path, threads: int | None = None) -> Predictor:
-    """A training run folder (model.json + best.safetensors, scored with torch) or an ONNX model
-    (a .onnx file with its card JSON beside it, or a shipped model's name; scored with onnxruntime only)."""
+def load_predictor(model: str | Path, threads: int | None = None, head: str | None = None) -> Predictor:
+    """A training run folder (model.json + best.safetensors, scored with torch; `head` picks one head of a
+    joint run, default the first) or an ONNX model (a .onnx file with its card JSON beside it, or a shipped
+    model's name; scored with onnxruntime only)."""
     path = Path(model)
     if path.is_dir():
-        return _torch_predictor(path, threads)
+        return _torch_predictor(path, threads, head)
+    if head is not None:
+        raise ValueError(f"--head {head!r} picks a head of a joint training run folder; {model} is not a run folder")
     from ferkit.runtime.model import FacialExpressionModel
 
     onnx = FacialExpressionModel(path, threads=threads, tta="none")  # TTA is done here, on uint8 faces
@@ -272,7 +275,7 @@ def load_predictor(model: str | Path, threads: int | None = None) -> Predictor:
                      onnx.card.tta or "none", onnx.path)
 
 
-def _torch_predictor(run: Path, threads: int | None) -> Predictor:
+def _torch_predictor(run: Path, threads: int | None, head: str | None = None) -> Predictor:
     for needed in ("model.json", "best.safetensors"):
         if not (run / needed).is_file():
             raise FileNotFoundError(f"{run}: not a training run folder ({needed} is missing)")
@@ -285,7 +288,7 @@ def _torch_predictor(run: Path, threads: int | None) -> Predictor:
                          f"or evaluate its exported .onnx") from None
     if threads:
         torch.set_num_threads(threads)
-    net, spec = load_run_model(run)
+    net, spec = load_run_model(run, head=head)
     net = net.float().to(memory_format=torch.contiguous_format)
     classes = tuple(spec.get("classes") or ())
     if len(classes) != spec["num_classes"]:
@@ -297,7 +300,8 @@ def _torch_predictor(run: Path, threads: int | None) -> Predictor:
     def predict(faces: np.ndarray) -> np.ndarray:
         return net(torch.from_numpy(normalize(faces))).float().softmax(1).numpy()
 
-    return Predictor(predict, classes, "torch", run.name, spec["name"], "none", run)
+    name = f"{run.name} ({head} head)" if head else run.name
+    return Predictor(predict, classes, "torch", name, spec["name"], "none", run)
 
 
 def choose_split(faces, split: str | None):

@@ -21,9 +21,9 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-def _default_out(model: Path, split: str, tta: str) -> Path:
+def _default_out(model: Path, split: str, tta: str, head: str | None = None) -> Path:
     if model.is_dir():
-        return model / f"eval-{split}-{tta}"
+        return model / f"eval-{split}-{tta}" if head is None else model / f"eval-{head}-{split}-{tta}"
     return Path("eval") / f"{model.stem}-{split}-{tta}"
 
 
@@ -58,6 +58,8 @@ def evaluate(
                                               "vote (8 classes).")] = None,
     as_json: Annotated[bool, O("--json", help="Print the metrics as JSON on stdout instead of tables.")] = False,
     threads: Annotated[Optional[int], O(help="CPU threads for the model.")] = None,
+    head: Annotated[Optional[str], O(help="Joint run folders (--aux-ferplus): which head to score, fer2013 "
+                                          "(default) or ferplus (with --ferplus, against the majority vote).")] = None,
 ) -> None:
     """Accuracy, per-class precision/recall/F1, confusion matrix, calibration (ECE) of a model on labelled faces."""
     from ferkit.data import load_dataset
@@ -65,11 +67,11 @@ def evaluate(
 
     if tta is not None and tta not in TTA_MODES:
         raise ValueError(f"--tta {tta!r}: choose one of {', '.join(TTA_MODES)}")
-    predictor = load_predictor(model, threads)
+    predictor = load_predictor(model, threads, head)
     faces = load_dataset(data, ferplus=ferplus)
     split_name, _ = choose_split(faces, split)  # a bad split fails here, before any scoring
     tta = tta or predictor.default_tta
-    out = out or _default_out(Path(model) if Path(model).is_dir() else predictor.path, split_name, tta)
+    out = out or _default_out(Path(model) if Path(model).is_dir() else predictor.path, split_name, tta, head)
     m = run_evaluation(predictor, data, split=split, tta=tta, ferplus=ferplus, out=out, faces=faces)
     if as_json:
         typer.echo(json.dumps(m, indent=2))
