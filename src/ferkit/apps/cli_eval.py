@@ -23,7 +23,7 @@ err_console = Console(stderr=True)
 
 def _default_out(model: Path, split: str, tta: str, head: str | None = None) -> Path:
     if model.is_dir():
-        return model / f"eval-{split}-{tta}" if head is None else model / f"eval-{head}-{split}-{tta}"
+        return model / "-".join(["eval", *([head] if head else []), split, tta])
     return Path("eval") / f"{model.stem}-{split}-{tta}"
 
 

@@ -345,8 +345,8 @@ def _init_training_info(init: Path, run: Path) -> dict:
     card = init.with_suffix(".json")
     if init.is_file() and card.is_file():
         try:
-            return dict(json.loads(card.read_text()).get("training") or {})
-        except (ValueError, AttributeError):
+            return dict(ModelCard.load(card).training or {})
+        except (ValueError, TypeError):  # not JSON, or not a model card
             return {}
     return {}
 
