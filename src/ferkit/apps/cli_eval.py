@@ -23,7 +23,7 @@ err_console = Console(stderr=True)
 
 def _default_out(model: Path, split: str, tta: str, head: str | None = None) -> Path:
     if model.is_dir():
-        return model / "-".join(["eval", *([head] if head else []), split, tta])
+        return model / "-".join(filter(None, ["eval", head, split, tta]))
     return Path("eval") / f"{model.stem}-{split}-{tta}"
 
 
