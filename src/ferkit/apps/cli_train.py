@@ -24,6 +24,10 @@ def train(
     aux_weight: Annotated[float, O(help="Weight of the FER+ head's loss (with --aux-ferplus).")] = 1.0,
     init: Annotated[Optional[Path], O(help="Start from these weights: a .safetensors file or a run folder (its "
                                            "best.safetensors); fresh optimiser and schedule (fine-tune, warm restart).")] = None,
+    teacher: Annotated[Optional[list[Path]], O(help="Distil from this checkpoint of the same architecture and heads "
+                                                   "(repeat for an ensemble): the teachers' mean probabilities on each "
+                                                   "training face (and its mirror) are blended into the targets.")] = None,
+    distill_weight: Annotated[float, O(help="Share of the teachers in each target (with --teacher).")] = 0.5,
     classes: Annotated[Optional[str], O(help="Class subset, e.g. happy,sad,neutral,surprise.")] = None,
     epochs: Annotated[int, O(help="Epochs.")] = 15,
     batch_size: Annotated[int, O(help="Batch size.")] = 64,
@@ -68,7 +72,8 @@ def train(
         cfg = TrainConfig(
             data=str(data), ferplus=str(ferplus) if ferplus else None,
             aux_ferplus=str(aux_ferplus) if aux_ferplus else None, aux_weight=aux_weight, classes=list(names) if names else None,
-            model=model, init=str(init) if init else None, out=str(out), epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
+            model=model, init=str(init) if init else None, teachers=[str(t) for t in teacher or []],
+            distill_weight=distill_weight, out=str(out), epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
             weight_decay=weight_decay, schedule=schedule, plateau_patience=plateau_patience,
             warmup_epochs=warmup_epochs, swa_start=swa_start, early_stop=early_stop, label_smoothing=label_smoothing, mixup=mixup,
             cutmix=cutmix, class_weights=class_weights, flip=flip, rotation=rotation, shift=shift, zoom=zoom,

@@ -61,7 +61,7 @@ def load_weights(model: torch.nn.Module, path: str | Path) -> dict:
     return read_metadata(path)
 
 
-def load_init_weights(model: torch.nn.Module, source: str | Path) -> None:
+def load_init_weights(model: torch.nn.Module, source: str | Path, what: str = "--init") -> None:
     """Starting weights for a fine-tune or warm restart (`train --init`): a weights file, a training
     checkpoint (last.safetensors) or a run folder (its best.safetensors). The architecture must match."""
     from ferkit.data import DataError
@@ -70,15 +70,15 @@ def load_init_weights(model: torch.nn.Module, source: str | Path) -> None:
     if path.is_dir():
         path = path / "best.safetensors"
     if not path.is_file():
-        raise DataError(f"--init: no weights at {path}")
+        raise DataError(f"{what}: no weights at {path}")
     try:
         tensors = model_tensors(load_file(str(path)))
     except Exception as exc:  # safetensors raises its own error types for corrupt files
-        raise DataError(f"--init: {path} is not a safetensors weights file ({exc})") from None
+        raise DataError(f"{what}: {path} is not a safetensors weights file ({exc})") from None
     own = model.state_dict()
     wrong = [k for k in own if k not in tensors or tensors[k].shape != own[k].shape]
     if wrong or len(tensors) != len(own):
-        raise DataError(f"--init: {path} does not fit this model (first mismatch: {(wrong or sorted(set(tensors) - set(own)))[0]}); "
+        raise DataError(f"{what}: {path} does not fit this model (first mismatch: {(wrong or sorted(set(tensors) - set(own)))[0]}); "
                         "use the same --model and classes/heads as the run that made it")
     model.load_state_dict(tensors)
 

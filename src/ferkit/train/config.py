@@ -22,6 +22,8 @@ class TrainConfig:
     model: str = "seed-cnn"
     model_kwargs: dict = field(default_factory=dict)
     init: str | None = None  # start from these weights (a .safetensors file or a run folder); fresh optimiser
+    teachers: list[str] = field(default_factory=list)  # distil from these checkpoints' mean probabilities
+    distill_weight: float = 0.5  # share of the teachers in each target (with teachers)
     # optimisation (defaults: the tutorials' recipe)
     epochs: int = 15
     batch_size: int = 64

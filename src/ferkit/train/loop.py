@@ -318,6 +318,14 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
         sizes.append(len(FERPLUS_EMOTIONS))
         heads = [{"name": "fer2013", "classes": list(train_set.class_names), "weights": "best.safetensors"},
                  {"name": AUX_HEAD, "classes": list(FERPLUS_EMOTIONS), "weights": AUX_BEST}]
+    if cfg.teachers:  # knowledge distillation: blend the teachers' probabilities into the targets
+        from ferkit.train.distill import blend_targets, teacher_probabilities
+
+        def fresh_model():
+            return create_model(cfg.model, sum(sizes), **cfg.model_kwargs)
+
+        T = teacher_probabilities(cfg.teachers, fresh_model, X, sizes, device, autocast, cfg.channels_last, out)
+        Y = blend_targets(Y, T, cfg.distill_weight, sizes)
     Y = Y.to(device)
 
     torch.manual_seed(cfg.seed)

@@ -1,0 +1,73 @@
+"""Knowledge distillation from an ensemble (`train --teacher`, repeatable).
+
+Each teacher is a checkpoint of the run's own architecture and heads (a weights file, a training
+checkpoint or a run folder). Their mean probabilities over face and mirror on every training face
+are computed once, cached in the run folder, and blended into the training targets per head:
+target = (1 - weight) * labels + weight * teachers. A FER+ head is blended only on the faces that
+have FER+ votes, so what it learns still comes from the crowd where the crowd spoke.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+TEACHER_CACHE = "teacher-probs.safetensors"
+
+
+def teacher_probabilities(teachers: list[str], make_model, images: np.ndarray, sizes: list[int], device, autocast,
+                          channels_last: bool, out: Path) -> torch.Tensor:
+    """Mean per-head probabilities (N, sum(sizes)) of the teachers, face and mirror; cached in `out`."""
+    from ferkit.train.checkpoint import load_init_weights
+    from ferkit.train.loop import predict_logits
+
+    cache = out / TEACHER_CACHE
+    key = _fingerprint(teachers)
+    if cache.exists():
+        with safe_open(str(cache), framework="pt") as f:
+            same = (f.metadata() or {}).get("teachers") == key
+        probs = load_file(str(cache))["probs"]
+        if same and probs.shape == (len(images), sum(sizes)):
+            return probs
+    total = torch.zeros(len(images), sum(sizes))
+    for i, path in enumerate(teachers, 1):
+        model = make_model()
+        load_init_weights(model, path, what="--teacher")
+        model = model.to(device)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        print(f"teacher {i}/{len(teachers)}: {path}", file=sys.stderr, flush=True)
+        with torch.no_grad():
+            total += predict_logits(model, images, device, autocast, channels_last, tta_flip=True, sizes=sizes).exp()
+    probs = total / len(teachers)
+    save_file({"probs": probs.contiguous()}, str(cache), metadata={"teachers": key})
+    return probs
+
+
+def blend_targets(targets: torch.Tensor, teacher: torch.Tensor, weight: float, sizes: list[int]) -> torch.Tensor:
+    """(1 - weight) * targets + weight * teacher, head by head; rows with no target for a head keep none."""
+    if not 0.0 < weight <= 1.0:
+        raise ValueError(f"--distill-weight must be in (0, 1], got {weight}")
+    parts = []
+    for y, t in zip(targets.split(sizes, dim=1), teacher.split(sizes, dim=1)):
+        has = (y.sum(1, keepdim=True) > 0).float()
+        t = t / t.sum(1, keepdim=True).clamp(min=1e-12)
+        parts.append(has * ((1 - weight) * y + weight * t))
+    return torch.cat(parts, 1)
+
+
+def _fingerprint(teachers: list[str]) -> str:
+    """The teacher files (path, size, mtime): a changed list or a retrained teacher is recomputed."""
+    files = []
+    for t in teachers:
+        p = Path(t)
+        p = p / "best.safetensors" if p.is_dir() else p
+        st = p.stat() if p.exists() else None
+        files.append([str(p.resolve()), st.st_size if st else -1, st.st_mtime_ns if st else -1])
+    return json.dumps(files)

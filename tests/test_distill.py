@@ -1,0 +1,116 @@
+"""Distillation (`train --teacher`, repeatable): the teachers' mean probabilities (face and mirror) on the
+training faces are cached in the run folder and blended into each head's targets."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="the training stack needs torch: pip install 'ferkit[train]'")
+
+from _fer_small import assert_one_line_error, run_cli, small_csv, small_csv_with_votes  # noqa: E402
+
+JOINT = ("--model", "seed-cnn-small", "--batch-size", "32", "--lr", "2e-3", "--threads", "1")
+
+
+@pytest.fixture(scope="module")
+def teachers(tmp_path_factory):
+    """Two joint seed-cnn-small runs (different seeds) on 600 real faces with FER2013 labels and FER+ votes."""
+    root = tmp_path_factory.mktemp("distill")
+    data, votes = small_csv_with_votes(root, {"Training": 600, "PublicTest": 200}, seed=5)
+    runs = []
+    for seed in (1, 2):
+        run = root / f"teacher{seed}"
+        r = run_cli("train", data, "--aux-ferplus", votes, *JOINT, "--epochs", "1", "--seed", seed, "-o", run)
+        assert r.returncode == 0, r.stderr[-3000:]
+        runs.append(run)
+    return {"root": root, "data": data, "votes": votes, "runs": runs}
+
+
+def teacher_mean(runs, images):
+    """What the cache should hold, computed here from the teachers' own weights in fp32."""
+    from ferkit.models import load_architecture
+    from ferkit.preprocessing import normalize
+    from ferkit.train.checkpoint import load_weights
+
+    x = torch.from_numpy(normalize(images))
+    total = 0
+    for run in runs:
+        model, _ = load_architecture(run / "model.json")
+        load_weights(model, run / "best.safetensors")
+        model.eval()
+        with torch.no_grad():
+            p = [torch.cat([o[:, :7].softmax(1), o[:, 7:].softmax(1)], 1) for o in (model(x), model(x.flip(3)))]
+        total = total + (p[0] + p[1]) / 2
+    return total / len(runs)
+
+
+def test_cached_teacher_probabilities_are_the_teachers_mean(teachers):
+    from safetensors.torch import load_file
+
+    from ferkit.data import load_dataset
+
+    student = teachers["root"] / "student"
+    r = run_cli("train", teachers["data"], "--aux-ferplus", teachers["votes"], *JOINT, "--epochs", "1",
+                *[a for run in teachers["runs"] for a in ("--teacher", run)], "--distill-weight", "0.7",
+                "--precision", "fp32", "-o", student)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stderr.count("teacher ") == 2
+    cached = load_file(str(student / "teacher-probs.safetensors"))["probs"]
+    train_faces = load_dataset(teachers["data"]).split("Training").images
+    assert cached.shape == (len(train_faces), 15)
+    torch.testing.assert_close(cached, teacher_mean(teachers["runs"], train_faces), atol=1e-4, rtol=0)
+
+    # resuming with the same teachers reuses the cache; a changed list recomputes it
+    r = run_cli("train", teachers["data"], "--resume", "-o", student)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "teacher 1/" not in r.stderr
+    cfg_path = student / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["teachers"] = [str(teachers["runs"][0])]
+    cfg["epochs"] = 2
+    cfg_path.write_text(json.dumps(cfg))
+    r = run_cli("train", teachers["data"], "--resume", "-o", student)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stderr.count("teacher ") == 1
+    again = load_file(str(student / "teacher-probs.safetensors"))["probs"]
+    torch.testing.assert_close(again, teacher_mean(teachers["runs"][:1], train_faces), atol=1e-4, rtol=0)
+
+
+def test_blend_mixes_each_head_and_leaves_faces_without_votes_alone(teachers):
+    """Per head: (1 - w) * labels + w * teachers, still a distribution; a face without FER+ votes keeps an
+    empty FER+ target (so the FER+ head never learns from the teachers alone)."""
+    from ferkit.data import load_dataset
+    from ferkit.data.ferplus import ferplus_targets
+    from ferkit.train.distill import blend_targets
+
+    faces = load_dataset(teachers["data"]).split("Training")
+    soft, _ = ferplus_targets(faces.ids, teachers["votes"])
+    labels = torch.nn.functional.one_hot(torch.from_numpy(faces.labels), 7).float()
+    y = torch.cat([labels, torch.from_numpy(soft)], 1)
+    t = teacher_mean(teachers["runs"], faces.images)
+    no_votes = soft.sum(1) == 0
+    assert no_votes.any() and (~no_votes).any()  # real FER+ rows of both kinds, so both branches are tested
+    out = blend_targets(y, t, 0.3, [7, 8])
+    torch.testing.assert_close(out[:, :7], 0.7 * labels + 0.3 * t[:, :7])
+    torch.testing.assert_close(out[~no_votes, 7:], 0.7 * y[~no_votes, 7:] + 0.3 * t[~no_votes, 7:])
+    assert float(out[no_votes, 7:].abs().sum()) == 0.0
+    np.testing.assert_allclose(out[~no_votes].sum(1).numpy(), 2.0, atol=1e-5)
+    with pytest.raises(ValueError, match="distill-weight"):
+        blend_targets(y, t, 1.5, [7, 8])
+
+
+def test_a_teacher_of_another_shape_is_a_one_line_error(teachers, tmp_path):
+    """A 7-class run cannot teach a joint (15-output) student: the error names the teacher file."""
+    data7 = small_csv(tmp_path / "d7.csv", {"Training": 200, "PublicTest": 64}, seed=3)
+    seven = tmp_path / "seven"
+    r = run_cli("train", data7, *JOINT, "--epochs", "1", "-o", seven)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = run_cli("train", teachers["data"], "--aux-ferplus", teachers["votes"], *JOINT, "--epochs", "1",
+                "--teacher", seven, "-o", tmp_path / "student")
+    assert_one_line_error(r, "--teacher", "best.safetensors", "does not fit")
+    r = run_cli("train", teachers["data"], *JOINT, "--epochs", "1", "--teacher", tmp_path / "nowhere.safetensors",
+                "-o", tmp_path / "student2")
+    assert_one_line_error(r, "--teacher", "nowhere.safetensors")
