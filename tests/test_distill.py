@@ -114,3 +114,19 @@ def test_a_teacher_of_another_shape_is_a_one_line_error(teachers, tmp_path):
     r = run_cli("train", teachers["data"], *JOINT, "--epochs", "1", "--teacher", tmp_path / "nowhere.safetensors",
                 "-o", tmp_path / "student2")
     assert_one_line_error(r, "--teacher", "nowhere.safetensors")
+
+
+def test_the_card_of_a_distilled_model_names_its_teachers(teachers):
+    """The exported card's command repeats --teacher, and each teacher's own command and time are recorded."""
+    from ferkit.modelcard import ModelCard
+
+    student = teachers["root"] / "student-card"
+    r = run_cli("train", teachers["data"], "--aux-ferplus", teachers["votes"], *JOINT, "--epochs", "1",
+                *[a for run in teachers["runs"] for a in ("--teacher", run)], "-o", student)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = run_cli("export", student, "--name", "kd", "--head", "ferplus", "-o", teachers["root"] / "ship", "--tta", "none")
+    assert r.returncode == 0, r.stderr[-3000:]
+    training = ModelCard.load(teachers["root"] / "ship" / "kd.json").training
+    assert training["command"].count("--teacher ") == 2 and training["distill_weight"] == 0.5
+    assert [t["weights"] for t in training["teachers"]] == [str(run) for run in teachers["runs"]]
+    assert all(t["epochs"] == 1 and t["wall_seconds"] > 0 and "--seed" in t["command"] for t in training["teachers"])

@@ -179,7 +179,8 @@ def test_training_command_rebuilds_the_config(shipped, monkeypatch):
                         {"best_acc": 0.0, "best_epoch": 0})
     original = TrainConfig.load(shipped["run"] / "config.json")
     variant = TrainConfig(**{**original.__dict__, "classes": ["happy", "sad"], "flip": False, "limit": 99,
-                             "optimizer": "sgd", "schedule": "onecycle", "mixup": 0.2, "class_weights": True})
+                             "optimizer": "sgd", "schedule": "onecycle", "mixup": 0.2, "class_weights": True,
+                             "teachers": ["runs/a", "runs/b/best-ferplus.safetensors"], "distill_weight": 0.3})
     for cfg in (original, variant):
         seen.clear()
         r = CliRunner().invoke(app, shlex.split(training_command(cfg))[1:])

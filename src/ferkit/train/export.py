@@ -249,6 +249,9 @@ def training_command(cfg) -> str:
         value = getattr(cfg, f.name)
         if f.name == "data":
             continue
+        if f.name == "teachers":  # a repeatable option: --teacher A --teacher B
+            args += [a for t in value for a in ("--teacher", str(t))]
+            continue
         if f.name not in params:
             if value != getattr(defaults, f.name):
                 return shlex.join(["ferkit", "train", str(cfg.data), "--config", str(Path(cfg.out) / "config.json")])
@@ -323,6 +326,13 @@ def training_info(run: str | Path, head: str | None = None) -> dict:
             if "wall_seconds" in info and "wall_seconds" in before:
                 earlier = before.get("wall_seconds_with_init", before["wall_seconds"])
                 info["wall_seconds_with_init"] = round(info["wall_seconds"] + earlier, 1)
+    if cfg is not None and cfg.teachers:  # distilled: the teachers are part of the recipe too
+        info["teachers"] = []
+        for t in cfg.teachers:
+            made = _init_training_info(Path(t), run)
+            info["teachers"].append({"weights": t, **{k: made[k] for k in ("command", "epochs", "best_epoch", "wall_seconds",
+                                                                          "init") if k in made}})
+        info["distill_weight"] = cfg.distill_weight
     sessions = _run_sessions(run)
     if sessions:
         info["hardware"] = sorted({s["hardware"] for s in sessions})
