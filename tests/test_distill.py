@@ -114,6 +114,10 @@ def test_a_teacher_of_another_shape_is_a_one_line_error(teachers, tmp_path):
     r = run_cli("train", teachers["data"], *JOINT, "--epochs", "1", "--teacher", tmp_path / "nowhere.safetensors",
                 "-o", tmp_path / "student2")
     assert_one_line_error(r, "--teacher", "nowhere.safetensors")
+    r = run_cli("train", teachers["data"], *JOINT, "--epochs", "1", "--teacher", seven, "--distill-weight", "1.5",
+                "-o", tmp_path / "student3")
+    assert_one_line_error(r, "--distill-weight", "1.5")
+    assert "teacher 1/" not in r.stderr  # refused before the teachers' pass
 
 
 def test_the_card_of_a_distilled_model_names_its_teachers(teachers):

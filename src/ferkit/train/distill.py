@@ -2,13 +2,15 @@
 
 Each teacher is a checkpoint of the run's own architecture and heads (a weights file, a training
 checkpoint or a run folder). Their mean probabilities over face and mirror on every training face
-are computed once, cached in the run folder, and blended into the training targets per head:
-target = (1 - weight) * labels + weight * teachers. A FER+ head is blended only on the faces that
-have FER+ votes, so what it learns still comes from the crowd where the crowd spoke.
+are computed once, cached in the run folder (recomputed when the teacher files or the faces change),
+and blended into the training targets per head: target = (1 - weight) * labels + weight * teachers.
+A FER+ head is blended only on the faces that have FER+ votes, so what it learns still comes from
+the crowd where the crowd spoke.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -28,7 +30,7 @@ def teacher_probabilities(teachers: list[str], make_model, images: np.ndarray, s
     from ferkit.train.loop import predict_logits
 
     cache = out / TEACHER_CACHE
-    key = _fingerprint(teachers)
+    key = json.dumps({"teachers": _fingerprint(teachers), "faces": hashlib.sha256(np.ascontiguousarray(images)).hexdigest()})
     if cache.exists():
         with safe_open(str(cache), framework="pt") as f:
             same = (f.metadata() or {}).get("teachers") == key
@@ -52,8 +54,7 @@ def teacher_probabilities(teachers: list[str], make_model, images: np.ndarray, s
 
 def blend_targets(targets: torch.Tensor, teacher: torch.Tensor, weight: float, sizes: list[int]) -> torch.Tensor:
     """(1 - weight) * targets + weight * teacher, head by head; rows with no target for a head keep none."""
-    if not 0.0 < weight <= 1.0:
-        raise ValueError(f"--distill-weight must be in (0, 1], got {weight}")
+    check_weight(weight)
     parts = []
     for y, t in zip(targets.split(sizes, dim=1), teacher.split(sizes, dim=1)):
         has = (y.sum(1, keepdim=True) > 0).float()
@@ -62,7 +63,12 @@ def blend_targets(targets: torch.Tensor, teacher: torch.Tensor, weight: float, s
     return torch.cat(parts, 1)
 
 
-def _fingerprint(teachers: list[str]) -> str:
+def check_weight(weight: float) -> None:
+    if not 0.0 < weight <= 1.0:
+        raise ValueError(f"--distill-weight must be in (0, 1], got {weight}")
+
+
+def _fingerprint(teachers: list[str]) -> list:
     """The teacher files (path, size, mtime): a changed list or a retrained teacher is recomputed."""
     files = []
     for t in teachers:
@@ -70,4 +76,4 @@ def _fingerprint(teachers: list[str]) -> str:
         p = p / "best.safetensors" if p.is_dir() else p
         st = p.stat() if p.exists() else None
         files.append([str(p.resolve()), st.st_size if st else -1, st.st_mtime_ns if st else -1])
-    return json.dumps(files)
+    return files

@@ -319,7 +319,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
         heads = [{"name": "fer2013", "classes": list(train_set.class_names), "weights": "best.safetensors"},
                  {"name": AUX_HEAD, "classes": list(FERPLUS_EMOTIONS), "weights": AUX_BEST}]
     if cfg.teachers:  # knowledge distillation: blend the teachers' probabilities into the targets
-        from ferkit.train.distill import blend_targets, teacher_probabilities
+        from ferkit.train.distill import blend_targets, check_weight, teacher_probabilities
+
+        check_weight(cfg.distill_weight)  # before the teachers' pass, not after it
 
         def fresh_model():
             return create_model(cfg.model, sum(sizes), **cfg.model_kwargs)
