@@ -61,14 +61,18 @@ def load_weights(model: torch.nn.Module, path: str | Path) -> dict:
     return read_metadata(path)
 
 
+def weights_path(source: str | Path) -> Path:
+    """The weights file a --init/--teacher source names: the file itself, or a run folder's best.safetensors."""
+    path = Path(source)
+    return path / "best.safetensors" if path.is_dir() else path
+
+
 def load_init_weights(model: torch.nn.Module, source: str | Path, what: str = "--init") -> None:
     """Starting weights for a fine-tune or warm restart (`train --init`): a weights file, a training
     checkpoint (last.safetensors) or a run folder (its best.safetensors). The architecture must match."""
     from ferkit.data import DataError
 
-    path = Path(source)
-    if path.is_dir():
-        path = path / "best.safetensors"
+    path = weights_path(source)
     if not path.is_file():
         raise DataError(f"{what}: no weights at {path}")
     try:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 TEACHER_CACHE = "teacher-probs.safetensors"
 
@@ -33,10 +33,10 @@ def teacher_probabilities(teachers: list[str], make_model, images: np.ndarray, s
     key = json.dumps({"teachers": _fingerprint(teachers), "faces": hashlib.sha256(np.ascontiguousarray(images)).hexdigest()})
     if cache.exists():
         with safe_open(str(cache), framework="pt") as f:
-            same = (f.metadata() or {}).get("teachers") == key
-        probs = load_file(str(cache))["probs"]
-        if same and probs.shape == (len(images), sum(sizes)):
-            return probs
+            if (f.metadata() or {}).get("teachers") == key:
+                probs = f.get_tensor("probs")
+                if probs.shape == (len(images), sum(sizes)):
+                    return probs
     total = torch.zeros(len(images), sum(sizes))
     for i, path in enumerate(teachers, 1):
         model = make_model()
@@ -58,7 +58,6 @@ def blend_targets(targets: torch.Tensor, teacher: torch.Tensor, weight: float, s
     parts = []
     for y, t in zip(targets.split(sizes, dim=1), teacher.split(sizes, dim=1)):
         has = (y.sum(1, keepdim=True) > 0).float()
-        t = t / t.sum(1, keepdim=True).clamp(min=1e-12)
         parts.append(has * ((1 - weight) * y + weight * t))
     return torch.cat(parts, 1)
 
@@ -70,10 +69,11 @@ def check_weight(weight: float) -> None:
 
 def _fingerprint(teachers: list[str]) -> list:
     """The teacher files (path, size, mtime): a changed list or a retrained teacher is recomputed."""
+    from ferkit.train.checkpoint import weights_path
+
     files = []
     for t in teachers:
-        p = Path(t)
-        p = p / "best.safetensors" if p.is_dir() else p
+        p = weights_path(t)
         st = p.stat() if p.exists() else None
         files.append([str(p.resolve()), st.st_size if st else -1, st.st_mtime_ns if st else -1])
     return files

@@ -290,6 +290,9 @@ def data_files(cfg_data: str | Path, ferplus: str | Path | None) -> dict[str, st
     return out
 
 
+RECIPE_KEYS = ("command", "epochs", "best_epoch", "wall_seconds", "init")  # what a card keeps of an earlier run
+
+
 def training_info(run: str | Path, head: str | None = None) -> dict:
     """What a model card says about how the model was made, from the run folder's own records.
 
@@ -321,8 +324,7 @@ def training_info(run: str | Path, head: str | None = None) -> dict:
     if cfg is not None and cfg.init:  # a warm restart: the run it started from is part of the recipe
         before = _init_training_info(Path(cfg.init), run)
         if before:
-            info["init"] = {k: before[k] for k in ("command", "epochs", "best_epoch", "wall_seconds", "init")
-                            if k in before}
+            info["init"] = {k: before[k] for k in RECIPE_KEYS if k in before}
             if "wall_seconds" in info and "wall_seconds" in before:
                 earlier = before.get("wall_seconds_with_init", before["wall_seconds"])
                 info["wall_seconds_with_init"] = round(info["wall_seconds"] + earlier, 1)
@@ -330,8 +332,7 @@ def training_info(run: str | Path, head: str | None = None) -> dict:
         info["teachers"] = []
         for t in cfg.teachers:
             made = _init_training_info(Path(t), run)
-            info["teachers"].append({"weights": t, **{k: made[k] for k in ("command", "epochs", "best_epoch", "wall_seconds",
-                                                                          "init") if k in made}})
+            info["teachers"].append({"weights": t, **{k: made[k] for k in RECIPE_KEYS if k in made}})
         info["distill_weight"] = cfg.distill_weight
     sessions = _run_sessions(run)
     if sessions:
