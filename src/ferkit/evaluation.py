@@ -4,7 +4,8 @@ Backends (a torch run folder, an ONNX file) supply one function, uint8 faces (N,
 probabilities (N, C). Everything else lives here and never imports torch, so evaluating a shipped
 ONNX model works in the run-time install plus scikit-learn:
 
-- test-time augmentation views built on the uint8 faces (`tta_views`), averaged as probabilities;
+- test-time augmentation: the views of `ferkit.preprocessing.tta_views` (the runtime's own), averaged
+  as probabilities;
 - the data's classes matched to the model's by name (`align_classes`): classes the model does not
   know are counted and left out; model classes absent from the data are fine;
 - accuracy, per-class precision/recall/F1, confusion matrix, expected calibration error (`compute_metrics`);
@@ -17,52 +18,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from ferkit.preprocessing import CROP_SIZE, TTA_MODES, five_crops, tta_views  # noqa: F401  (re-exported)
 
-TTA_MODES = ("none", "flip", "crops")
-CROP_SIZE = 44  # multi-crop: 5 crops of 44x44 (4 corners + centre), each resized back to 48, and their mirrors
+
 ECE_BINS = 15
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
 
 
 # ---------------------------------------------------------------------------- test-time augmentation
-def five_crops(faces: np.ndarray, crop: int = CROP_SIZE) -> list[np.ndarray]:
-    """uint8 faces (N, S, S) -> 5 arrays (N, S, S): the 4 corner crops and the centre crop, resized back to S."""
-    n, h, w = faces.shape
-    if crop >= min(h, w):
-        return [faces]
-    c0y, c0x = (h - crop) // 2, (w - crop) // 2
-    offsets = [(0, 0), (0, w - crop), (h - crop, 0), (h - crop, w - crop), (c0y, c0x)]
-    views = []
-    for y, x in offsets:
-        tile = faces[:, y:y + crop, x:x + crop]
-        views.append(np.stack([cv2.resize(t, (w, h), interpolation=cv2.INTER_LINEAR) for t in tile])
-                     if n else np.zeros_like(faces))
-    return views
-
-
-def tta_views(faces: np.ndarray, mode: str = "none") -> list[np.ndarray]:
-    """The views a TTA mode averages over, each uint8 (N, 48, 48).
-
-    none: the face; flip: the face and its mirror image; crops: 5 crops (corners + centre) and their
-    mirrors (10 views; the uncropped face is not one of them, as in 10-crop testing).
-    """
-    faces = np.ascontiguousarray(faces, dtype=np.uint8)
-    if faces.ndim != 3:
-        raise ValueError(f"faces must be (N, H, W) uint8, got shape {faces.shape}")
-    if mode == "none":
-        return [faces]
-    if mode == "flip":
-        return [faces, np.ascontiguousarray(faces[:, :, ::-1])]
-    if mode == "crops":
-        crops = five_crops(faces)
-        return crops + [np.ascontiguousarray(c[:, :, ::-1]) for c in crops]
-    raise ValueError(f"unknown TTA mode {mode!r}; choose one of {', '.join(TTA_MODES)}")
-
-
 def predict_tta(predict: PredictFn, faces: np.ndarray, mode: str = "none", batch: int = 512) -> np.ndarray:
     """Mean softmax probabilities over the TTA views, computed in batches of `batch` faces."""
     outs = []

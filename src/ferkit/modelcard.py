@@ -14,7 +14,7 @@ from ferkit import preprocessing
 
 INPUT_NAME = "faces"
 OUTPUT_NAME = "probabilities"
-RUNTIME_TTA = ("none", "flip")  # the test-time augmentations a card may ask the runtime for
+RUNTIME_TTA = preprocessing.TTA_MODES  # the test-time augmentations a card may ask the runtime for
 
 
 @dataclass
@@ -30,7 +30,7 @@ class ModelCard:
         }
     )
     output: dict = field(default_factory=lambda: {"name": OUTPUT_NAME, "kind": "softmax probabilities"})
-    tta: str = "none"  # "none" or "flip": the runtime averages the face and its mirror image
+    tta: str = "none"  # a mode of preprocessing.tta_views: the runtime averages those views' probabilities
     metrics: dict = field(default_factory=dict)  # e.g. {"PrivateTest": {"accuracy": 0.72, "tta": "flip"}}
     training: dict = field(default_factory=dict)  # command, data sha256, wall time, hardware, epochs
     notes: str = ""

@@ -2,7 +2,8 @@
 
 A face crop of any size, colour or depth becomes a 48x48 uint8 grey image (`to_face48`); a batch of
 those becomes the float32 network input (`normalize`). Training applies `normalize` to the same
-uint8 arrays, so the model sees identical numbers in both places.
+uint8 arrays, so the model sees identical numbers in both places. Test-time augmentation views
+(`tta_views`) are built here too, so `ferkit evaluate` scores exactly what the runtime computes.
 """
 
 from __future__ import annotations
@@ -11,6 +12,11 @@ import cv2
 import numpy as np
 
 INPUT_SIZE = 48
+# Test-time augmentation modes: the views whose softmax probabilities are averaged (see tta_views).
+TTA_MODES = ("none", "flip", "crops", "multi")
+CROP_SIZE = 44  # crops: 5 crops of 44x44 (4 corners + centre), each resized back to 48, and their mirrors
+MULTI_SHIFT = 2  # multi: the face moved this many pixels left, right, up and down (edges repeated)
+MULTI_ZOOMS = (0.92, 1.08, 1.16)  # multi: the face rescaled about its centre (edges repeated when shrunk)
 # Pixels are scaled to [0, 1] then standardised with the FER2013 Training mean and std.
 MEAN = 0.5077
 STD = 0.2552
@@ -55,3 +61,74 @@ def normalize(faces: np.ndarray) -> np.ndarray:
     if x.ndim == 2:
         x = x[None]
     return ((x / 255.0 - MEAN) / STD)[:, None, :, :].astype(np.float32, copy=False)
+
+
+# ---------------------------------------------------------------------------- test-time augmentation
+def five_crops(faces: np.ndarray, crop: int = CROP_SIZE) -> list[np.ndarray]:
+    """uint8 faces (N, S, S) -> 5 arrays (N, S, S): the 4 corner crops and the centre crop, resized back to S."""
+    n, h, w = faces.shape
+    if crop >= min(h, w):
+        return [faces]
+    c0y, c0x = (h - crop) // 2, (w - crop) // 2
+    offsets = [(0, 0), (0, w - crop), (h - crop, 0), (h - crop, w - crop), (c0y, c0x)]
+    views = []
+    for y, x in offsets:
+        tile = faces[:, y:y + crop, x:x + crop]
+        views.append(np.stack([cv2.resize(t, (w, h), interpolation=cv2.INTER_LINEAR) for t in tile])
+                     if n else np.zeros_like(faces))
+    return views
+
+
+def shifted(faces: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """uint8 faces (N, H, W) moved by (dx, dy) pixels, the exposed border filled by repeating the edge."""
+    m = max(abs(dx), abs(dy))
+    if m == 0:
+        return faces
+    _, h, w = faces.shape
+    padded = np.pad(faces, ((0, 0), (m, m), (m, m)), mode="edge")
+    return np.ascontiguousarray(padded[:, m - dy:m - dy + h, m - dx:m - dx + w])
+
+
+def zoomed(faces: np.ndarray, scale: float) -> np.ndarray:
+    """uint8 faces (N, S, S) rescaled by `scale` about the centre: enlarged and centre-cropped, or
+    shrunk and edge-padded, back to (S, S)."""
+    n, s, _ = faces.shape
+    size = int(round(s * scale))
+    if size == s or n == 0:
+        return faces
+    out = np.empty_like(faces)
+    for i, face in enumerate(faces):
+        r = cv2.resize(face, (size, size), interpolation=cv2.INTER_LINEAR)
+        if size > s:
+            o = (size - s) // 2
+            out[i] = r[o:o + s, o:o + s]
+        else:
+            o = (s - size) // 2
+            out[i] = np.pad(r, ((o, s - size - o), (o, s - size - o)), mode="edge")
+    return out
+
+
+def tta_views(faces: np.ndarray, mode: str = "none") -> list[np.ndarray]:
+    """The views a TTA mode averages over, each uint8 (N, 48, 48).
+
+    none: the face; flip: the face and its mirror image; crops: 5 crops (corners + centre) and their
+    mirrors (10 views; the uncropped face is not one of them, as in 10-crop testing); multi: the face,
+    the face shifted MULTI_SHIFT pixels each way and zoomed by each of MULTI_ZOOMS, and the mirror
+    image of each (16 views).
+    """
+    faces = np.ascontiguousarray(faces, dtype=np.uint8)
+    if faces.ndim != 3:
+        raise ValueError(f"faces must be (N, H, W) uint8, got shape {faces.shape}")
+    if mode == "none":
+        return [faces]
+    if mode == "flip":
+        return [faces, np.ascontiguousarray(faces[:, :, ::-1])]
+    if mode == "crops":
+        views = five_crops(faces)
+    elif mode == "multi":
+        d = MULTI_SHIFT
+        views = [faces] + [shifted(faces, dx, dy) for dx, dy in ((-d, 0), (d, 0), (0, -d), (0, d))] \
+            + [zoomed(faces, z) for z in MULTI_ZOOMS]
+    else:
+        raise ValueError(f"unknown TTA mode {mode!r}; choose one of {', '.join(TTA_MODES)}")
+    return views + [np.ascontiguousarray(v[:, :, ::-1]) for v in views]

@@ -50,7 +50,8 @@ def evaluate(
                                               "(class folders may use synonyms: happiness, anger, surprised, ...).")],
     split: Annotated[Optional[str], O(help="Split to score (PrivateTest, PublicTest, Training, or 'all'). "
                                            "Default: PrivateTest where present, else every face.")] = None,
-    tta: Annotated[Optional[str], O(help="Test-time augmentation: none | flip | crops (5 crops of 44x44 + mirrors). "
+    tta: Annotated[Optional[str], O(help="Test-time augmentation: none | flip | crops (5 crops of 44x44 + mirrors) | "
+                                         "multi (face shifted 2 px 4 ways and zoomed 3 ways, + mirrors: 16 views). "
                                          "Default: the model card's setting (what the runtime does), none for runs.")] = None,
     out: Annotated[Optional[Path], O("--out", "-o", help="Folder for metrics.json, confusion.png, reliability.png "
                                                          "(default: RUN/eval-SPLIT-TTA or eval/NAME-SPLIT-TTA).")] = None,
@@ -137,8 +138,9 @@ def export(
     run: Annotated[Path, typer.Argument(help="Training run folder (model.json, best.safetensors, config.json).")],
     name: Annotated[str, O(help="Model name: writes NAME.onnx and its card NAME.json.")],
     out: Annotated[Path, O("--out", "-o", help="Folder for the ONNX file and card.")],
-    tta: Annotated[str, O(help="Test-time augmentation the card asks the runtime to apply: none | flip, or auto: "
-                                "the better of the two on the run's validation split (PublicTest).")] = "auto",
+    tta: Annotated[str, O(help="Test-time augmentation the card asks the runtime to apply: none | flip | crops | "
+                                "multi, or auto: the best of them on the run's validation split (PublicTest), "
+                                "the fewer views on a tie.")] = "auto",
     data: Annotated[Optional[Path], O(help="Data to check and score on (default: the run's own).")] = None,
     notes: Annotated[str, O(help="Free text for the card.")] = "",
     head: Annotated[Optional[str], O(help="A joint run's head to ship: fer2013 (7 classes, the default) or ferplus "

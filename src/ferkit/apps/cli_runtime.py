@@ -26,19 +26,20 @@ DetectorOpt = Annotated[str, typer.Option(
     "--detector", "-d", help="Face detector: auto (CenterFace if installed, else Haar), centerface, haar.")]
 MinScoreOpt = Annotated[float, typer.Option("--min-score", help="Drop detections less confident than this.")]
 TtaOpt = Annotated[Optional[str], typer.Option(
-    "--tta", help="Test-time augmentation: the model card's choice (default), none (faster) or flip (face + mirror).")]
+    "--tta", help="Test-time augmentation: the model card's choice (default), none (fastest), flip (face + mirror), "
+             "crops (5 crops + mirrors) or multi (16 views: shifted, zoomed, mirrored).")]
 MaxSideOpt = Annotated[int, typer.Option(
     "--detect-size", help="Detection runs on the image scaled down to this many pixels on its long side (speed vs small faces).")]
 
 
-def _analyzer(model, detector, min_score=0.5, max_side=640, tta=None):
+def _analyzer(model, detector, min_score=0.5, max_side=640, tta=None, live=False):
     from ferkit.modelcard import RUNTIME_TTA
     from ferkit.runtime.model import FacialExpressionModel
     from ferkit.runtime.pipeline import Analyzer
 
     if tta is not None and tta not in RUNTIME_TTA:
         raise ValueError(f"--tta {tta!r}: choose {' or '.join(RUNTIME_TTA)} (or leave it out for the model card's)")
-    return Analyzer(FacialExpressionModel(model, tta=tta), detector, min_score=min_score, max_side=max_side)
+    return Analyzer(FacialExpressionModel(model, tta=tta, live=live), detector, min_score=min_score, max_side=max_side)
 
 
 def _fail(msg: str) -> None:
@@ -210,7 +211,7 @@ def video(
 
     output_paths(src, out)  # bad names and unreadable files fail before any progress bar
     open_video(src)[0].release()
-    analyzer = _analyzer(model, detector, min_score, detect_size, tta)
+    analyzer = _analyzer(model, detector, min_score, detect_size, tta, live=True)
     bar = tqdm(unit="frame", desc=src.name, file=sys.stderr, dynamic_ncols=True)
 
     def progress(done: int, total: int) -> None:
@@ -249,7 +250,7 @@ def webcam(
         raise DisplayError("no display here (DISPLAY is not set), so no window can open. Instead, run `ferkit serve` "
                            "and open http://127.0.0.1:8000 in a browser on the machine with the camera: the page uses "
                            "the browser's own webcam")
-    shown = run_webcam(source, _analyzer(model, detector, 0.5, detect_size, tta), every=every, max_frames=max_frames)
+    shown = run_webcam(source, _analyzer(model, detector, 0.5, detect_size, tta, live=True), every=every, max_frames=max_frames)
     console.print(f"showed {shown} frames")
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ferkit.modelcard import INPUT_NAME, OUTPUT_NAME, RUNTIME_TTA, ModelCard
-from ferkit.preprocessing import INPUT_SIZE, normalize, to_face48
+from ferkit.preprocessing import INPUT_SIZE, normalize, to_face48, tta_views
 from ferkit.runtime.session import create_session
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -44,6 +44,16 @@ def resolve_model_path(path: str | Path | None = None) -> Path:
     return p
 
 
+def tta_cost(mode: str) -> int:
+    """Network runs a face costs under a TTA mode."""
+    return len(tta_views(np.zeros((1, INPUT_SIZE, INPUT_SIZE), np.uint8), mode))
+
+
+def live_tta(card_tta: str) -> str:
+    """The TTA live paths use by default: the card's, at most flip (2 runs a face)."""
+    return card_tta if tta_cost(card_tta) <= tta_cost("flip") else "flip"
+
+
 class FacialExpressionModel:
     """Classify face crops into expressions with an ONNX model that follows the ferkit contract.
 
@@ -51,7 +61,11 @@ class FacialExpressionModel:
     >>> label, probs = model.predict(face_crop)     # any size, grey/BGR/BGRA, uint8/uint16/float
     """
 
-    def __init__(self, path: str | Path | None = None, *, threads: int | None = None, tta: str | None = None):
+    def __init__(self, path: str | Path | None = None, *, threads: int | None = None, tta: str | None = None,
+                 live: bool = False):
+        """`tta` overrides the card's test-time augmentation. `live` (webcam, video, streams) caps the
+        card's choice at flip when it asks for more views (crops, multi): a tracked face is averaged over
+        frames anyway, and 16 views a face would cut the frame rate several times."""
         self.path = resolve_model_path(path)
         card_path = self.path.with_suffix(".json")
         if not card_path.is_file():
@@ -61,9 +75,12 @@ class FacialExpressionModel:
         except (ValueError, TypeError) as exc:
             raise ModelError(f"{card_path}: not a valid model card ({exc})") from None
         self.classes: tuple[str, ...] = tuple(self.card.classes)
-        self.tta = tta or self.card.tta or "none"
-        if self.tta not in RUNTIME_TTA:
-            raise ModelError(f"{card_path}: unknown tta {self.tta!r} (expected {' or '.join(RUNTIME_TTA)})")
+        card_tta = self.card.tta or "none"
+        if card_tta not in RUNTIME_TTA:
+            raise ModelError(f"{card_path}: unknown tta {card_tta!r} (expected {' or '.join(RUNTIME_TTA)})")
+        if tta is not None and tta not in RUNTIME_TTA:
+            raise ModelError(f"tta {tta!r}: choose {' or '.join(RUNTIME_TTA)}")
+        self.tta = tta or (live_tta(card_tta) if live else card_tta)
         try:
             self.session = create_session(self.path, threads)
         except Exception as exc:  # onnxruntime raises its own exception types
@@ -87,24 +104,26 @@ class FacialExpressionModel:
         return f"FacialExpressionModel({str(self.path)!r}, classes={len(self.classes)}, tta={self.tta!r})"
 
     # -- inference --------------------------------------------------------------------------------
-    def preprocess(self, faces: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
-        """Face crops (a list of any-size images, or a (N,48,48) uint8 array) -> (N,1,48,48) float32."""
+    def faces48(self, faces: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """Face crops (a list of any-size images, or a (N,48,48) uint8 array) -> (N,48,48) uint8 grey."""
         if isinstance(faces, np.ndarray) and faces.ndim == 3 and faces.shape[1:] == (INPUT_SIZE, INPUT_SIZE) \
                 and faces.dtype == np.uint8:
-            return normalize(faces)
-        return normalize(np.stack([to_face48(f) for f in faces])) if len(faces) else \
-            np.zeros((0, 1, INPUT_SIZE, INPUT_SIZE), np.float32)
+            return faces
+        return np.stack([to_face48(f) for f in faces]) if len(faces) else \
+            np.zeros((0, INPUT_SIZE, INPUT_SIZE), np.uint8)
+
+    def preprocess(self, faces: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """Face crops -> (N,1,48,48) float32 network input (no test-time augmentation)."""
+        return normalize(self.faces48(faces))
 
     def predict_proba(self, faces: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
-        """Probabilities (N, C) in `classes` order, the card's test-time augmentation applied."""
-        x = self.preprocess(faces)
-        if len(x) == 0:
+        """Probabilities (N, C) in `classes` order: the mean over the card's test-time augmentation views."""
+        faces = self.faces48(faces)
+        if len(faces) == 0:
             return np.zeros((0, len(self.classes)), np.float32)
-        if self.tta == "flip":
-            both = np.concatenate([x, x[..., ::-1]], axis=0)
-            p = self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(both)})[0]
-            return (p[: len(x)] + p[len(x):]) / 2
-        return self.session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+        views = tta_views(faces, self.tta)
+        p = self.session.run([OUTPUT_NAME], {INPUT_NAME: normalize(np.concatenate(views))})[0]
+        return p.reshape(len(views), len(faces), -1).mean(axis=0, dtype=np.float64).astype(np.float32)
 
     def predict_batch(self, faces: np.ndarray | Sequence[np.ndarray]) -> list[tuple[str, dict[str, float]]]:
         """[(label, {class: probability}), ...] for a batch of face crops."""

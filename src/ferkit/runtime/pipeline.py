@@ -87,8 +87,12 @@ class Analyzer:
 
     def __init__(self, model: FacialExpressionModel | str | Path | None = None,
                  detector: FaceDetector | str = "auto", framing: Framing | None = None,
-                 min_score: float = 0.5, max_side: int | None = 640, threads: int | None = None):
-        self.model = model if isinstance(model, FacialExpressionModel) else FacialExpressionModel(model, threads=threads)
+                 min_score: float = 0.5, max_side: int | None = 640, threads: int | None = None,
+                 live: bool = False):
+        """`live`: frames of a webcam, video or stream -- the model's TTA is capped at flip (see
+        FacialExpressionModel) unless a FacialExpressionModel with its own TTA is passed in."""
+        self.model = model if isinstance(model, FacialExpressionModel) else \
+            FacialExpressionModel(model, threads=threads, live=live)
         if isinstance(detector, str):
             kwargs: dict[str, Any] = {"max_side": max_side}
             if detector in ("auto", "centerface"):
@@ -129,14 +133,14 @@ _lock = threading.Lock()
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_analyzer(model: str | None, detector: str) -> Analyzer:
-    return Analyzer(model, detector)
+def _cached_analyzer(model: str | None, detector: str, live: bool) -> Analyzer:
+    return Analyzer(model, detector, live=live)
 
 
-def get_analyzer(model: str | Path | None = None, detector: str = "auto") -> Analyzer:
-    """A shared Analyzer per (model, detector): models load once per process."""
+def get_analyzer(model: str | Path | None = None, detector: str = "auto", live: bool = False) -> Analyzer:
+    """A shared Analyzer per (model, detector, live): models load once per process."""
     with _lock:
-        return _cached_analyzer(None if model is None else str(model), detector)
+        return _cached_analyzer(None if model is None else str(model), detector, live)
 
 
 def analyze(image: Any, *, model: str | Path | None = None, detector: str = "auto") -> list[FaceResult]:

@@ -296,7 +296,7 @@ def process_video(src: str | Path, out: str | Path | None = None, *, analyzer: A
         raise VideoError(f"--every must be 1 or more, not {every}")
     if not 0 < alpha <= 1:
         raise VideoError(f"smoothing weight must be in (0, 1], not {alpha}")
-    analyzer = analyzer or get_analyzer()
+    analyzer = analyzer or get_analyzer(live=True)
     cap, info = open_video(src)
     video_path, csv_path, plot_path = output_paths(src, out)
     classes = analyzer.classes

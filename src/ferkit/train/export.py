@@ -405,8 +405,8 @@ def export_run(run: str | Path, name: str, out: str | Path, tta: str = "none", d
        so exporting into the package's weights folder ships only the model and its card.
 
     `tta="auto"` scores the ONNX file on the run's validation split (PublicTest) with each mode the
-    runtime can apply and keeps the better one (ties go to "none", the cheaper); the card records both
-    figures under `training.tta_choice`. PrivateTest plays no part in the choice.
+    runtime can apply and keeps the best one (ties go to the mode with fewer views, the cheaper); the card
+    records every mode's figure under `training.tta_choice`. PrivateTest plays no part in the choice.
 
     `data`/`ferplus` default to the run's own. `head` picks one head of a joint run (fer2013 or
     ferplus; default the first); the FER+ head is checked and scored against the FER+ votes.
@@ -417,7 +417,7 @@ def export_run(run: str | Path, name: str, out: str | Path, tta: str = "none", d
     """
     from ferkit.data import load_dataset
     from ferkit.evaluation import evaluate
-    from ferkit.preprocessing import normalize
+    from ferkit.preprocessing import normalize, tta_views
     from ferkit.train.config import TrainConfig
 
     run, out = Path(run), Path(out)
@@ -472,7 +472,7 @@ def export_run(run: str | Path, name: str, out: str | Path, tta: str = "none", d
     if tta == "auto":
         scores = {mode: round(evaluate(onnx_path, data, split=cfg.val_split, tta=mode, ferplus=ferplus,
                                        faces=faces, out=None)["accuracy"], 5) for mode in RUNTIME_TTA}
-        tta = max(RUNTIME_TTA, key=lambda mode: (scores[mode], mode == "none"))
+        tta = max(RUNTIME_TTA, key=lambda mode: (scores[mode], -len(tta_views(faces.images[:1], mode))))
         card.tta = tta
         card.training["tta_choice"] = {"split": cfg.val_split, "accuracy": scores, "chosen": tta}
     evaluated = {}

@@ -98,16 +98,21 @@ class Service:
     """State shared by the routes: the analyzer, the inference limiter, jobs, streams."""
 
     def __init__(self, settings: Settings):
+        from ferkit.runtime.model import FacialExpressionModel
         from ferkit.runtime.pipeline import Analyzer
 
         self.settings = settings
         analyzer_args = dict(model=None if settings.model is None else str(settings.model), detector=settings.detector,
                              min_score=settings.min_score, max_side=settings.detect_size, threads=settings.model_threads)
-        self.analyzer = Analyzer(**analyzer_args)
+        self.analyzer = Analyzer(**analyzer_args)  # photos: the card's TTA
+        # frames (browser webcam, MJPEG streams, video jobs): TTA capped at flip, sharing the detector
+        live_model = FacialExpressionModel(analyzer_args["model"], threads=settings.model_threads, live=True)
+        self.live_analyzer = self.analyzer if live_model.tta == self.analyzer.model.tta else Analyzer(
+            live_model, self.analyzer.detector, min_score=settings.min_score)
         self.limiter = anyio.CapacityLimiter(settings.inference_threads)
         own = settings.work_dir is None
         self.work_dir = Path(tempfile.mkdtemp(prefix="ferkit-serve-")) if own else Path(settings.work_dir)
-        self.jobs = JobManager(analyzer_args, self.work_dir / "jobs", settings.workers, settings.max_queued_jobs,
+        self.jobs = JobManager({**analyzer_args, "live": True}, self.work_dir / "jobs", settings.workers, settings.max_queued_jobs,
                                settings.job_ttl_s, settings.max_video_frames)
         self._own_work_dir = own
         self.streams = 0
@@ -226,6 +231,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         card = analyzer.model.card
         return schemas.ModelInfo(name=card.name, classes=list(card.classes), architecture=card.architecture,
                                  file=analyzer.model.path.name, detector=analyzer.detector.name, tta=analyzer.model.tta,
+                                 live_tta=svc.live_analyzer.model.tta,
                                  input=card.input, output=card.output, metrics=card.metrics, training=card.training,
                                  notes=card.notes)
 
@@ -342,7 +348,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 released = True
                 svc.streams -= 1
 
-        return StreamingResponse(mjpeg(cap, fps, analyzer, svc.limiter, on_close, frames),
+        return StreamingResponse(mjpeg(cap, fps, svc.live_analyzer, svc.limiter, on_close, frames),
                                  media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}",
                                  headers={"Cache-Control": "no-store"})
 
@@ -354,12 +360,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await ws.accept()
         tracker = FaceTracker(analyzer.classes, alpha=0.5)
         step = 0
+        live_analyzer = svc.live_analyzer
 
         def analyse(data: bytes) -> dict:
             nonlocal step
             t0 = time.perf_counter()
             img = decode_upload(data, "frame", settings.max_pixels)
-            faces = tracker.update(analyzer.analyze(img), step)
+            faces = tracker.update(live_analyzer.analyze(img), step)
             step += 1
             return {"faces": [f.to_dict() for f in faces], "width": int(img.shape[1]), "height": int(img.shape[0]),
                     "ms": _ms(t0)}

@@ -94,7 +94,9 @@ class ModelInfo(BaseModel):
     architecture: str
     file: str = Field(description="The ONNX file's name.")
     detector: str = Field(description="The face detector in use.")
-    tta: str
+    tta: str = Field(description="Test-time augmentation for photos (/predict): the card's.")
+    live_tta: str = Field(description="Test-time augmentation for frames (live WebSocket, MJPEG streams, video "
+                                      "jobs): the card's, capped at flip for speed.")
     input: dict[str, Any]
     output: dict[str, Any]
     metrics: dict[str, Any]
