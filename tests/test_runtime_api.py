@@ -103,6 +103,25 @@ def test_crop_face_is_the_shared_preprocessing_of_the_framed_square(astronaut):
     np.testing.assert_array_equal(align.crop_face(astronaut, det, fr), preprocessing.to_face48(gray[80:140, 200:260]))
 
 
+def test_live_paths_cap_the_cards_tta_at_flip(model, tmp_path):
+    """A card asking for 16 views is honoured for photos; webcam/video/stream analyzers run at most flip
+    unless told otherwise, and an explicit tta always wins."""
+    import shutil
+
+    onnx = tmp_path / "multi-card.onnx"
+    shutil.copy(model.path, onnx)
+    card = json.loads(model.path.with_suffix(".json").read_text())
+    onnx.with_suffix(".json").write_text(json.dumps({**card, "tta": "multi"}))
+    assert FacialExpressionModel(onnx).tta == "multi"
+    assert FacialExpressionModel(onnx, live=True).tta == "flip"
+    assert FacialExpressionModel(onnx, live=True, tta="multi").tta == "multi"
+    assert Analyzer(str(onnx), "haar", live=True).model.tta == "flip"
+    onnx.with_suffix(".json").write_text(json.dumps({**card, "tta": "none"}))
+    assert FacialExpressionModel(onnx, live=True).tta == "none"  # a cheaper card choice is kept
+    with pytest.raises(ModelError, match="tta 'ten'"):
+        FacialExpressionModel(onnx, tta="ten")
+
+
 def test_bad_model_paths_are_named(tmp_path):
     with pytest.raises(ModelError, match="no such model file"):
         FacialExpressionModel(tmp_path / "missing.onnx")
