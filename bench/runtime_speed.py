@@ -103,28 +103,32 @@ def main(argv=None) -> int:
     ap.add_argument("--detect-sizes", default="640,320", help="long side the detector sees, comma-separated")
     ap.add_argument("--frames", type=int, default=120, help="frames per end-to-end measurement")
     ap.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: cores, at most 4)")
+    ap.add_argument("--tta", default=None, help="TTA for the classifier figures (default: the card's); the "
+                    "end-to-end rows use what `ferkit webcam`/`video` use: the card's, at most flip")
     ap.add_argument("--video-job", action="store_true", help="also time `process_video` (adds H.264 encoding)")
     args = ap.parse_args(argv)
 
     import onnxruntime
 
-    from ferkit.runtime.model import FacialExpressionModel
+    from ferkit.runtime.model import FacialExpressionModel, tta_cost
     from ferkit.runtime.pipeline import Analyzer
     from ferkit.runtime.session import default_threads
 
-    model = FacialExpressionModel(args.model, threads=args.threads)
+    model = FacialExpressionModel(args.model, threads=args.threads, tta=args.tta)
     single, batched = classifier_speed(model)
+    live_model = FacialExpressionModel(args.model, threads=args.threads, live=True)
     print(f"model {model.path.name} (tta={model.tta}), onnxruntime {onnxruntime.__version__}, "
           f"{args.threads or default_threads()} threads")
     print(f"\nclassifier: {single:,.0f} faces/s at batch 1, {batched:,.0f} faces/s at batch 64"
-          + (" (each face run twice: flip TTA)" if model.tta == "flip" else ""))
+          + (f" (each face run {tta_cost(model.tta)} times: {model.tta} TTA)" if model.tta != "none" else ""))
 
+    print(f"end to end (webcam/video paths): tta={live_model.tta}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         videos = {k: make_video(Path(tmp) / f"faces{k}.mp4", k, 90) for k in (1, 4)}
         for det in args.detectors.split(","):
             for size in (int(s) for s in args.detect_sizes.split(",")):
-                analyzer = Analyzer(model, det, max_side=size, threads=args.threads)
+                analyzer = Analyzer(live_model, det, max_side=size, threads=args.threads)
                 for k, video in videos.items():
                     fps, cpu_fps, found = end_to_end(video, analyzer, args.frames)
                     rows.append((det, size, k, fps, cpu_fps, found / args.frames))
@@ -133,7 +137,7 @@ def main(argv=None) -> int:
         if args.video_job:
             from ferkit.runtime.video import process_video
 
-            analyzer = Analyzer(model, "auto", max_side=int(args.detect_sizes.split(",")[0]), threads=args.threads)
+            analyzer = Analyzer(live_model, "auto", max_side=int(args.detect_sizes.split(",")[0]), threads=args.threads)
             rep = process_video(videos[1], Path(tmp) / "out", analyzer=analyzer, max_frames=args.frames)
             print(f"\n`ferkit video` job (decode + analyse + draw + H.264 encode), 1 face: {rep.frames / rep.seconds:.1f} FPS")
 

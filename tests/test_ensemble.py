@@ -81,7 +81,45 @@ def test_ensemble_export_is_the_mean_of_its_members(runs):
         float((expect.argmax(1) == load_dataset(runs["data"]).split("PrivateTest").labels).mean()), abs=1e-5)  # cards keep 5 decimals
 
 
-@pytest.mark.parametrize("case", ["init does not fit", "init missing", "member not a run"])
+def test_soup_export_is_one_net_with_the_mean_weights(runs):
+    """`export --soup`: one net of one member's size whose every weight (BatchNorm statistics included)
+    is the mean of the members'; a member may be a run folder or a weights file; the card names both."""
+    from safetensors.torch import load_file
+
+    from ferkit.data import load_dataset
+    from ferkit.modelcard import ModelCard
+    from ferkit.runtime.model import FacialExpressionModel
+    from ferkit.train.export import load_shipped_torch
+
+    out = runs["root"] / "ship-soup"
+    r = run_cli("export", runs["b"], "--soup", runs["a"] / "best.safetensors", "--name", "soup", "-o", out,
+                "--tta", "none")
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b, soup = (load_file(str(p)) for p in (runs["a"] / "best.safetensors", runs["b"] / "best.safetensors",
+                                               out / "soup.safetensors"))
+    floats = [k for k in soup if soup[k].is_floating_point()]
+    assert any("running_mean" in k for k in floats)
+    for k in floats:
+        torch.testing.assert_close(soup[k], (a[k] + b[k]) / 2)
+    assert max((a[k] - b[k]).abs().max().item() for k in floats) > 1e-3  # two different nets, not one twice
+    card = ModelCard.load(out / "soup.json")
+    assert card.architecture == "seed-cnn-small" and len(card.training["soup_members"]) == 1
+    assert card.training["soup_members"][0]["weights"].endswith("best.safetensors")
+    # the ONNX file computes the soup, and so does a run-folder member in place of the file
+    faces = load_dataset(runs["data"]).split("PrivateTest").images
+    model, _ = load_shipped_torch(out / "soup.safetensors")
+    from ferkit.preprocessing import normalize
+    with torch.no_grad():
+        expect = model(torch.from_numpy(normalize(faces))).softmax(1).numpy()
+    assert np.abs(FacialExpressionModel(out / "soup.onnx", tta="none").predict_proba(faces) - expect).max() < 1e-5
+    r = run_cli("export", runs["b"], "--soup", runs["a"], "--name", "soup2", "-o", out, "--tta", "none")
+    assert r.returncode == 0, r.stderr[-3000:]
+    again = load_file(str(out / "soup2.safetensors"))
+    assert all(torch.equal(again[k], soup[k]) for k in floats)
+
+
+@pytest.mark.parametrize("case", ["init does not fit", "init missing", "member not a run", "soup member missing",
+                                  "soup member does not fit", "soup and ensemble"])
 def test_restart_and_ensemble_errors_are_one_line(runs, tmp_path, case):
     args, fragment = {
         "init does not fit": (["train", runs["data"], "--model", "mlp", "--epochs", "1", "--init", runs["a"],
@@ -90,7 +128,16 @@ def test_restart_and_ensemble_errors_are_one_line(runs, tmp_path, case):
                           "-o", tmp_path / "r"], "nope"),
         "member not a run": (["export", runs["a"], "--name", "x", "--ensemble", tmp_path, "-o", tmp_path / "o"],
                              "not a training run folder"),
+        "soup member missing": (["export", runs["a"], "--name", "x", "--soup", tmp_path / "nope.safetensors",
+                                 "-o", tmp_path / "o"], "nope.safetensors"),
+        "soup member does not fit": (["export", runs["a"], "--name", "x", "--soup", tmp_path / "w.safetensors",
+                                      "-o", tmp_path / "o"], "not weights of"),
+        "soup and ensemble": (["export", runs["a"], "--name", "x", "--soup", runs["b"], "--ensemble", runs["b"],
+                               "-o", tmp_path / "o"], "not both"),
     }[case]
+    if case == "soup member does not fit":
+        from safetensors.torch import save_file
+        save_file({"x": torch.zeros(3)}, str(tmp_path / "w.safetensors"))
     assert_one_line_error(run_cli(*args), fragment)
 
 

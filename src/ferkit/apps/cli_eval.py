@@ -147,6 +147,8 @@ def export(
                                           "(8 classes, scored against the FER+ majority vote).")] = None,
     ensemble: Annotated[Optional[list[Path]], O(help="Another run folder to average with RUN (repeat for more): "
                                                      "one ONNX graph, mean probabilities of every member.")] = None,
+    soup: Annotated[Optional[list[Path]], O(help="A run folder or weights file whose weights are averaged with "
+                                                 "RUN's (repeat for more): one net of the same size (a weight soup).")] = None,
     half: Annotated[bool, O(help="Store the weights as float16: half the file, float32 compute.")] = False,
 ) -> None:
     """Export a run to ONNX with its model card; checks ONNX against torch and scores it on PublicTest/PrivateTest."""
@@ -156,7 +158,8 @@ def export(
 
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise ValueError(f"--name {name!r}: use letters, digits, '.', '_' and '-'")
-    res = export_run(run, name, out, tta=tta, data=data, notes=notes, head=head, ensemble=ensemble or (), half=half)
+    res = export_run(run, name, out, tta=tta, data=data, notes=notes, head=head, ensemble=ensemble or (), half=half,
+                     soup=soup or ())
     card = res["card_data"]
     chk = res["check"]
     console.print(f"wrote {res['onnx']} ({res['size_bytes'] / 2**20:.1f} MiB) and {res['card']}", highlight=False)

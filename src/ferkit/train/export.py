@@ -111,6 +111,33 @@ def ensemble_of(parts: list[tuple[nn.Module, dict]]) -> tuple[nn.Module, dict]:
     return model.eval(), {**parts[0][1], "name": "ensemble", "kwargs": {"members": members}}
 
 
+def soup_of(model: nn.Module, others: list[nn.Module]) -> nn.Module:
+    """A uniform weight soup: `model` with every floating-point weight and BatchNorm statistic replaced by
+    the mean over it and `others` (same architecture and head). One net, so no cost at run time; it works
+    for nets fine-tuned from one shared ancestor, which sit in one basin of the loss."""
+    states = [model.state_dict()] + [o.state_dict() for o in others]
+    for other in states[1:]:
+        if set(other) != set(states[0]) or any(other[k].shape != v.shape for k, v in states[0].items()):
+            raise ValueError("soup members must share one architecture and head (their weights differ in shape)")
+    model.load_state_dict({k: torch.stack([s[k].float() for s in states]).mean(0).to(v.dtype)
+                           if v.is_floating_point() else v for k, v in states[0].items()})
+    return model.eval()
+
+
+def _soup_member(source: Path, run: Path, head: str | None) -> nn.Module:
+    """A --soup member: a run folder (its best checkpoint for `head`) or a weights file of the same
+    architecture as `run` (e.g. a joint net's full weights, cut to `head`)."""
+    if source.is_dir():
+        require_run(source)
+        return load_run_model(source, head=head)[0]
+    if not source.is_file():
+        raise FileNotFoundError(f"{source}: --soup takes a run folder or a weights file; neither exists")
+    try:
+        return load_run_model(run, weights=str(source.resolve()), head=head)[0]
+    except (RuntimeError, KeyError) as exc:  # load_state_dict: missing/unexpected keys or shapes
+        raise ValueError(f"{source}: not weights of {run}'s architecture ({str(exc).splitlines()[0]})") from None
+
+
 def export_onnx(model: nn.Module, path: str | Path, opset: int = 17, half: bool = False) -> Path:
     """Write `model` + softmax as ONNX. half: store the weights as float16 (half the file; compute stays
     float32), after `round_to_half(model)` so torch and ONNX keep identical weights."""
@@ -390,7 +417,7 @@ def require_run(folder: str | Path) -> None:
 def export_run(run: str | Path, name: str, out: str | Path, tta: str = "none", data: str | Path | None = None,
                ferplus: str | Path | None = None, check_faces: int | None = None, tolerance: float = 1e-4,
                notes: str = "", reports: bool = True, head: str | None = None,
-               ensemble: list[str | Path] | tuple = (), half: bool = False) -> dict:
+               ensemble: list[str | Path] | tuple = (), half: bool = False, soup: list[str | Path] | tuple = ()) -> dict:
     """Ship a training run: ONNX (softmax included) + model card, checked against torch and scored.
 
     1. export best.safetensors to `out/NAME.onnx`, and the same weights as `out/NAME.safetensors`
@@ -411,7 +438,9 @@ def export_run(run: str | Path, name: str, out: str | Path, tta: str = "none", d
     `data`/`ferplus` default to the run's own. `head` picks one head of a joint run (fer2013 or
     ferplus; default the first); the FER+ head is checked and scored against the FER+ votes.
     `ensemble`: more run folders whose best checkpoints (same head) are averaged with this run's, as
-    one `ensemble` model and one ONNX graph; the card lists every member's training. `half` stores the
+    one `ensemble` model and one ONNX graph; the card lists every member's training. `soup`: run folders
+    (their checkpoint for the same head) or weights files whose weights are averaged with this run's
+    into one net of the same size (`soup_of`); the card lists every member's training too. `half` stores the
     weights as float16 (ONNX and safetensors; see `export_onnx`): checks and scores use exactly those.
     Returns paths, the check figures and the card.
     """
@@ -424,7 +453,7 @@ def export_run(run: str | Path, name: str, out: str | Path, tta: str = "none", d
     if tta not in (*RUNTIME_TTA, "auto"):
         raise ValueError(f"tta {tta!r}: a model card supports {' or '.join(RUNTIME_TTA)} (what the runtime can "
                          "apply), or 'auto' to choose between them on the validation split")
-    for folder in (run, *ensemble):  # before anything is read or written
+    for folder in (run, *ensemble, *(m for m in soup if Path(m).is_dir())):  # before anything is read or written
         require_run(folder)
     cfg = TrainConfig.load(run / "config.json") if (run / "config.json").is_file() else TrainConfig()
     data = data or cfg.data
@@ -438,8 +467,12 @@ def export_run(run: str | Path, name: str, out: str | Path, tta: str = "none", d
     if tta == "auto" and cfg.val_split not in faces.split_names():  # before anything is written
         raise ValueError(f"--tta auto needs the run's validation split {cfg.val_split!r} in {data}")
     model, spec = load_run_model(run, head=head_name)
+    if ensemble and soup:
+        raise ValueError("choose --ensemble (mean probabilities) or --soup (mean weights), not both")
     if ensemble:
         model, spec = ensemble_of([(model, spec)] + [load_run_model(m, head=head_name) for m in ensemble])
+    if soup:
+        model = soup_of(model, [_soup_member(Path(m), run, head_name) for m in soup])
     if half:
         round_to_half(model)
 
@@ -463,6 +496,10 @@ def export_run(run: str | Path, name: str, out: str | Path, tta: str = "none", d
         training["ensemble_members"] = [training_info(m, head_name) for m in ensemble]
         training["wall_seconds_all_members"] = round(training.get("wall_seconds", 0) + sum(
             t.get("wall_seconds", 0) for t in training["ensemble_members"]), 1)
+    if soup:
+        training["soup_members"] = [{"weights": str(m), **{k: v for k, v in (
+            training_info(m, head_name) if Path(m).is_dir() else _init_training_info(Path(m), run)).items()
+            if k in RECIPE_KEYS}} for m in soup]
     if half:
         training["weights_dtype"] = "float16"
     card = make_card(name, spec, "none" if tta == "auto" else tta, metrics={}, training=training, notes=notes)
