@@ -121,19 +121,20 @@ def test_predict_decompression_bomb_guard_and_bad_options(photos, tmp_path):
 
 
 def test_predict_tta_switch(photos, tmp_path):
-    """--tta overrides the card: none and flip give different probabilities for the same face, and the
+    """--tta overrides the card: each mode gives different probabilities for the same face, and the
     card's own choice is what you get without the option."""
-    from ferkit.modelcard import ModelCard
+    from ferkit.modelcard import RUNTIME_TTA, ModelCard
     from ferkit.runtime.model import DEFAULT_MODEL, WEIGHTS_DIR
 
     probs = {}
-    for mode in ("none", "flip", None):
+    for mode in (*RUNTIME_TTA, None):
         out = tmp_path / str(mode)
         r = ferkit("predict", photos / "good" / "astronaut.png", "-o", out, "--no-images",
                    *(["--tta", mode] if mode else []))
         assert r.returncode == 0, r.stderr
         probs[mode] = json.loads((out / "results.json").read_text())["images"][0]["faces"][0]["probabilities"]
-    assert max(abs(probs["none"][c] - probs["flip"][c]) for c in probs["none"]) > 1e-4
+    for m in RUNTIME_TTA[1:]:
+        assert max(abs(probs["none"][c] - probs[m][c]) for c in probs["none"]) > 1e-4, m
     assert probs[None] == probs[ModelCard.load(WEIGHTS_DIR / f"{DEFAULT_MODEL}.json").tta]
     r = ferkit("predict", photos / "good" / "astronaut.png", "--tta", "ten-crop")
     assert r.returncode == 2 and "--tta 'ten-crop'" in r.stderr

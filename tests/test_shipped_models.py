@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from _fer_small import real_data_dir, run_cli
-from ferkit.modelcard import ModelCard
+from ferkit.modelcard import RUNTIME_TTA, ModelCard
 from ferkit.runtime.model import DEFAULT_MODEL, WEIGHTS_DIR, shipped_models
 
 SHIPPED = {  # name -> (classes, the data protocol its card reports)
@@ -27,7 +27,7 @@ def test_card_is_complete(name):
     card = ModelCard.load(WEIGHTS_DIR / f"{name}.json")
     n_classes, protocol = SHIPPED[name]
     assert len(card.classes) == n_classes and card.input["shape"] == [None, 1, 48, 48]
-    assert {"mean", "std", "scale"} <= set(card.input) and card.tta in ("none", "flip")
+    assert {"mean", "std", "scale"} <= set(card.input) and card.tta in RUNTIME_TTA
     for split in ("PublicTest", "PrivateTest"):
         m = card.metrics[split]
         assert m["protocol"] == protocol and m["tta"] == card.tta and 0.5 < m["accuracy"] < 1
@@ -38,7 +38,10 @@ def test_card_is_complete(name):
     assert t["onnx_check"]["split"] == "PrivateTest"  # every PrivateTest face the protocol scores
     assert t["onnx_check"]["faces"] == card.metrics["PrivateTest"]["faces"]
     assert t["onnx_check"]["argmax_disagreements"] == 0 and t["onnx_check"]["max_abs_prob_diff"] < 1e-4
-    assert t["tta_choice"]["split"] == "PublicTest"
+    assert t["tta_choice"]["split"] == "PublicTest" and t["tta_choice"]["chosen"] == card.tta
+    assert card.metrics["PublicTest"]["accuracy"] == max(t["tta_choice"]["accuracy"].values())  # chosen there
+    for member in t.get("soup_members", []):  # a weight soup: every member's recipe is on record
+        assert member["command"].startswith("ferkit train ") and member["wall_seconds"] > 0
     assert (WEIGHTS_DIR / f"{name}.onnx").stat().st_size < 20 * 2**20
 
 
