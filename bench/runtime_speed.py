@@ -110,7 +110,8 @@ def main(argv=None) -> int:
 
     import onnxruntime
 
-    from ferkit.runtime.model import FacialExpressionModel, tta_cost
+    from ferkit.preprocessing import tta_cost
+    from ferkit.runtime.model import FacialExpressionModel
     from ferkit.runtime.pipeline import Analyzer
     from ferkit.runtime.session import default_threads
 

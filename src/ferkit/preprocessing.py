@@ -108,6 +108,11 @@ def zoomed(faces: np.ndarray, scale: float) -> np.ndarray:
     return out
 
 
+def tta_cost(mode: str) -> int:
+    """Network runs a face costs under a TTA mode (the number of its views)."""
+    return len(tta_views(np.zeros((1, INPUT_SIZE, INPUT_SIZE), np.uint8), mode))
+
+
 def tta_views(faces: np.ndarray, mode: str = "none") -> list[np.ndarray]:
     """The views a TTA mode averages over, each uint8 (N, 48, 48).
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ferkit.modelcard import INPUT_NAME, OUTPUT_NAME, RUNTIME_TTA, ModelCard
-from ferkit.preprocessing import INPUT_SIZE, normalize, to_face48, tta_views
+from ferkit.preprocessing import INPUT_SIZE, normalize, to_face48, tta_cost, tta_views
 from ferkit.runtime.session import create_session
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -42,11 +42,6 @@ def resolve_model_path(path: str | Path | None = None) -> Path:
         shipped = ", ".join(shipped_models()) or "none installed"
         raise ModelError(f"{p}: no such model file (shipped models: {shipped})")
     return p
-
-
-def tta_cost(mode: str) -> int:
-    """Network runs a face costs under a TTA mode."""
-    return len(tta_views(np.zeros((1, INPUT_SIZE, INPUT_SIZE), np.uint8), mode))
 
 
 def live_tta(card_tta: str) -> str:

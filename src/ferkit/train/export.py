@@ -446,13 +446,15 @@ def export_run(run: str | Path, name: str, out: str | Path, tta: str = "none", d
     """
     from ferkit.data import load_dataset
     from ferkit.evaluation import evaluate
-    from ferkit.preprocessing import normalize, tta_views
+    from ferkit.preprocessing import normalize, tta_cost
     from ferkit.train.config import TrainConfig
 
     run, out = Path(run), Path(out)
     if tta not in (*RUNTIME_TTA, "auto"):
         raise ValueError(f"tta {tta!r}: a model card supports {' or '.join(RUNTIME_TTA)} (what the runtime can "
                          "apply), or 'auto' to choose between them on the validation split")
+    if ensemble and soup:
+        raise ValueError("choose --ensemble (mean probabilities) or --soup (mean weights), not both")
     for folder in (run, *ensemble, *(m for m in soup if Path(m).is_dir())):  # before anything is read or written
         require_run(folder)
     cfg = TrainConfig.load(run / "config.json") if (run / "config.json").is_file() else TrainConfig()
@@ -467,8 +469,6 @@ def export_run(run: str | Path, name: str, out: str | Path, tta: str = "none", d
     if tta == "auto" and cfg.val_split not in faces.split_names():  # before anything is written
         raise ValueError(f"--tta auto needs the run's validation split {cfg.val_split!r} in {data}")
     model, spec = load_run_model(run, head=head_name)
-    if ensemble and soup:
-        raise ValueError("choose --ensemble (mean probabilities) or --soup (mean weights), not both")
     if ensemble:
         model, spec = ensemble_of([(model, spec)] + [load_run_model(m, head=head_name) for m in ensemble])
     if soup:
@@ -509,7 +509,7 @@ def export_run(run: str | Path, name: str, out: str | Path, tta: str = "none", d
     if tta == "auto":
         scores = {mode: round(evaluate(onnx_path, data, split=cfg.val_split, tta=mode, ferplus=ferplus,
                                        faces=faces, out=None)["accuracy"], 5) for mode in RUNTIME_TTA}
-        tta = max(RUNTIME_TTA, key=lambda mode: (scores[mode], -len(tta_views(faces.images[:1], mode))))
+        tta = max(RUNTIME_TTA, key=lambda mode: (scores[mode], -tta_cost(mode)))
         card.tta = tta
         card.training["tta_choice"] = {"split": cfg.val_split, "accuracy": scores, "chosen": tta}
     evaluated = {}

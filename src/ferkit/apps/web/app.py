@@ -98,7 +98,7 @@ class Service:
     """State shared by the routes: the analyzer, the inference limiter, jobs, streams."""
 
     def __init__(self, settings: Settings):
-        from ferkit.runtime.model import FacialExpressionModel
+        from ferkit.runtime.model import FacialExpressionModel, live_tta
         from ferkit.runtime.pipeline import Analyzer
 
         self.settings = settings
@@ -106,9 +106,10 @@ class Service:
                              min_score=settings.min_score, max_side=settings.detect_size, threads=settings.model_threads)
         self.analyzer = Analyzer(**analyzer_args)  # photos: the card's TTA
         # frames (browser webcam, MJPEG streams, video jobs): TTA capped at flip, sharing the detector
-        live_model = FacialExpressionModel(analyzer_args["model"], threads=settings.model_threads, live=True)
-        self.live_analyzer = self.analyzer if live_model.tta == self.analyzer.model.tta else Analyzer(
-            live_model, self.analyzer.detector, min_score=settings.min_score)
+        tta = live_tta(self.analyzer.model.tta)
+        self.live_analyzer = self.analyzer if tta == self.analyzer.model.tta else Analyzer(
+            FacialExpressionModel(analyzer_args["model"], threads=settings.model_threads, tta=tta),
+            self.analyzer.detector, min_score=settings.min_score)
         self.limiter = anyio.CapacityLimiter(settings.inference_threads)
         own = settings.work_dir is None
         self.work_dir = Path(tempfile.mkdtemp(prefix="ferkit-serve-")) if own else Path(settings.work_dir)
