@@ -13,8 +13,9 @@ import pytest
 
 from _fer_small import assert_one_line_error, real_data_dir, real_faces, run_cli, small_csv
 from ferkit.evaluation import (
-    align_classes, compute_metrics, expected_calibration_error, five_crops, load_predictor, predict_tta, tta_views,
+    align_classes, compute_metrics, expected_calibration_error, load_predictor, predict_tta,
 )
+from ferkit.preprocessing import five_crops, tta_views
 
 
 # ----------------------------------------------------------------------------- backend-free parts

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ferkit.preprocessing import CROP_SIZE, TTA_MODES, five_crops, tta_views  # noqa: F401  (re-exported)
+from ferkit.preprocessing import TTA_MODES, tta_views
 
 
 ECE_BINS = 15

@@ -64,7 +64,8 @@ def evaluate(
 ) -> None:
     """Accuracy, per-class precision/recall/F1, confusion matrix, calibration (ECE) of a model on labelled faces."""
     from ferkit.data import load_dataset
-    from ferkit.evaluation import TTA_MODES, choose_split, evaluate as run_evaluation, load_predictor
+    from ferkit.evaluation import choose_split, evaluate as run_evaluation, load_predictor
+    from ferkit.preprocessing import TTA_MODES
 
     if tta is not None and tta not in TTA_MODES:
         raise ValueError(f"--tta {tta!r}: choose one of {', '.join(TTA_MODES)}")

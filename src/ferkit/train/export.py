@@ -127,8 +127,7 @@ def soup_of(model: nn.Module, others: list[nn.Module]) -> nn.Module:
 def _soup_member(source: Path, run: Path, head: str | None) -> nn.Module:
     """A --soup member: a run folder (its best checkpoint for `head`) or a weights file of the same
     architecture as `run` (e.g. a joint net's full weights, cut to `head`)."""
-    if source.is_dir():
-        require_run(source)
+    if source.is_dir():  # export_run has checked it is a run folder
         return load_run_model(source, head=head)[0]
     if not source.is_file():
         raise FileNotFoundError(f"{source}: --soup takes a run folder or a weights file; neither exists")
@@ -356,10 +355,7 @@ def training_info(run: str | Path, head: str | None = None) -> dict:
                 earlier = before.get("wall_seconds_with_init", before["wall_seconds"])
                 info["wall_seconds_with_init"] = round(info["wall_seconds"] + earlier, 1)
     if cfg is not None and cfg.teachers:  # distilled: the teachers are part of the recipe too
-        info["teachers"] = []
-        for t in cfg.teachers:
-            made = _init_training_info(Path(t), run)
-            info["teachers"].append({"weights": t, **{k: made[k] for k in RECIPE_KEYS if k in made}})
+        info["teachers"] = [_member_record(t, run) for t in cfg.teachers]
         info["distill_weight"] = cfg.distill_weight
     sessions = _run_sessions(run)
     if sessions:
@@ -373,13 +369,19 @@ def training_info(run: str | Path, head: str | None = None) -> dict:
     return info
 
 
-def _init_training_info(init: Path, run: Path) -> dict:
+def _member_record(source: str | Path, run: Path, head: str | None = None) -> dict:
+    """What a card keeps of a run whose weights went into this model (a teacher, a soup member)."""
+    made = _init_training_info(Path(source), run, head)
+    return {"weights": str(source), **{k: made[k] for k in RECIPE_KEYS if k in made}}
+
+
+def _init_training_info(init: Path, run: Path, head: str | None = None) -> dict:
     """How the --init weights were made: their run folder's records, or else the model card beside a
     weights file (NAME.json next to NAME.safetensors, as a shipped model has), so a chain of warm
     restarts keeps every stage's command and time."""
     folder = init if init.is_dir() else init.parent
     if (folder / "config.json").is_file() and folder.resolve() != run.resolve():
-        return training_info(folder)
+        return training_info(folder, head)
     card = init.with_suffix(".json")
     if init.is_file() and card.is_file():
         try:
@@ -497,9 +499,7 @@ def export_run(run: str | Path, name: str, out: str | Path, tta: str = "none", d
         training["wall_seconds_all_members"] = round(training.get("wall_seconds", 0) + sum(
             t.get("wall_seconds", 0) for t in training["ensemble_members"]), 1)
     if soup:
-        training["soup_members"] = [{"weights": str(m), **{k: v for k, v in (
-            training_info(m, head_name) if Path(m).is_dir() else _init_training_info(Path(m), run)).items()
-            if k in RECIPE_KEYS}} for m in soup]
+        training["soup_members"] = [_member_record(m, run, head_name) for m in soup]
     if half:
         training["weights_dtype"] = "float16"
     card = make_card(name, spec, "none" if tta == "auto" else tta, metrics={}, training=training, notes=notes)
