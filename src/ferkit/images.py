@@ -8,16 +8,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ferkit.errors import ImageError, ImageTooLargeError  # noqa: F401 (re-exported)
+
 # Decompression-bomb guard: refuse images with more pixels than this (overridable per call).
 MAX_PIXELS = int(os.environ.get("FERKIT_MAX_PIXELS", 80_000_000))
 
 
-class ImageError(ValueError):
-    """An input image could not be used; the message names the file and the reason."""
-
-
-class ImageTooLargeError(ImageError):
-    """The image has more pixels than allowed (a decompression-bomb guard)."""
 
 
 def _pillow_size(data: bytes) -> tuple[int, int] | int | None:

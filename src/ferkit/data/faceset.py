@@ -7,10 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ferkit.classes import SPLITS, canonical_class, canonical_split
-
-
-class DataError(ValueError):
-    """Bad input data; the message names the file and the row or file at fault."""
+from ferkit.errors import DataError  # noqa: F401 (re-exported)
 
 
 @dataclass

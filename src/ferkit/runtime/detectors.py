@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import os
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -21,12 +21,9 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from ferkit.errors import DetectorError  # noqa: F401 (re-exported)
 from ferkit.runtime._onnx_edit import make_io_dynamic
 from ferkit.runtime.session import create_session
-
-
-class DetectorError(ValueError):
-    """A detector cannot be used (unknown name, model file missing)."""
 
 
 @dataclass(frozen=True)

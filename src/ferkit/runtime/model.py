@@ -12,16 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ferkit.errors import ModelError  # noqa: F401 (re-exported)
 from ferkit.modelcard import INPUT_NAME, OUTPUT_NAME, RUNTIME_TTA, ModelCard
 from ferkit.preprocessing import INPUT_SIZE, normalize, to_face48, tta_cost, tta_views
 from ferkit.runtime.session import create_session
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_MODEL = "fer2013-7"
-
-
-class ModelError(ValueError):
-    """A model file or card is missing or does not follow the ferkit model contract."""
 
 
 def shipped_models() -> list[str]:

@@ -12,27 +12,24 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import os
+from ferkit.errors import VideoError  # noqa: F401 (re-exported)
 
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # ffmpeg's own complaints: we raise clearer errors
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ferkit.runtime.pipeline import Analyzer, FaceResult
 from ferkit.runtime.draw import draw_results
+from ferkit.runtime.pipeline import Analyzer, FaceResult
 
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ogv", ".3gp", ".gif", ".y4m"}
-
-
-class VideoError(ValueError):
-    """A video could not be read or written; the message names the file."""
 
 
 # -- reading ------------------------------------------------------------------------------------------
@@ -289,8 +286,8 @@ def process_video(src: str | Path, out: str | Path | None = None, *, analyzer: A
     audio: copy the source's sound track into the annotated video.
     progress: called as progress(frames_done, frames_expected) after each frame.
     """
-    from ferkit.runtime.pipeline import get_analyzer
     from ferkit.runtime.charts import timeline_chart
+    from ferkit.runtime.pipeline import get_analyzer
 
     if every < 1:
         raise VideoError(f"--every must be 1 or more, not {every}")

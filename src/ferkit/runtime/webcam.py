@@ -15,16 +15,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ferkit.runtime.pipeline import Analyzer
+from ferkit.errors import DisplayError  # noqa: F401 (re-exported)
 from ferkit.runtime.draw import draw_fps, draw_results
+from ferkit.runtime.pipeline import Analyzer
 from ferkit.runtime.video import FaceTracker, VideoError
 
 SERVE_HINT = ("run `ferkit serve` and open http://127.0.0.1:8000 in a browser on the machine with the camera: "
               "the page uses the browser's own webcam")
-
-
-class DisplayError(ValueError):
-    """No window can be shown here."""
 
 
 def has_display() -> bool:

@@ -1,0 +1,85 @@
+"""Writing files so that nothing is lost or half-written: one atomic writer, one checked image writer.
+
+`atomic_write_*` write to a temporary file in the same folder, fsync it, and rename it over the target,
+so a reader (or a rerun after a kill) sees the old file or the new one, never a torn one. Every failure
+(read-only folder, full disk, ...) becomes one `OutputError` naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ferkit.errors import OutputError
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write `data` to `path` atomically (temp file + fsync + rename); OutputError names the file on failure."""
+    path = Path(path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {_reason(exc)}") from None
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def ensure_dir(path: str | Path) -> Path:
+    """Create an output folder (and parents); OutputError names it when that is impossible or not writable."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OutputError(f"cannot use {path} as an output folder: a file of that name exists") from None
+    except OSError as exc:
+        raise OutputError(f"cannot create output folder {path}: {_reason(exc)}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write to output folder {path}: permission denied")
+    return path
+
+
+def write_image(path: str | Path, image: np.ndarray, params: list[int] | None = None) -> Path:
+    """Encode `image` by the file's extension and write it atomically; OutputError when encoding or writing fails.
+
+    (`cv2.imwrite` returns False on a full disk or an unknown extension and writes a 0-byte file; this never does.)
+    """
+    import cv2
+
+    path = Path(path)
+    ext = path.suffix or ".png"
+    try:
+        ok, buf = cv2.imencode(ext, image, params or [])
+    except cv2.error as exc:
+        raise OutputError(f"cannot encode {path} as {ext}: {str(exc).strip().splitlines()[-1]}") from None
+    if not ok:
+        raise OutputError(f"cannot encode {path} as {ext}")
+    return atomic_write_bytes(path, buf.tobytes())
