@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ferkit.errors import UsageError
+
 # FER2013's own codes 0..6, in its order; FER+ adds contempt as class 7.
 EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 FERPLUS_EMOTIONS: tuple[str, ...] = EMOTIONS + ("contempt",)
@@ -29,14 +31,14 @@ def canonical_class(name: str) -> str | None:
 
 
 def parse_class_list(spec: str | None) -> tuple[str, ...] | None:
-    """Parse '--classes happy,sad' into canonical names; raise ValueError naming an unknown one."""
+    """Parse '--classes happy,sad' into canonical names; raise UsageError naming an unknown one."""
     if spec is None or not spec.strip():
         return None
     names = []
     for raw in spec.split(","):
         name = canonical_class(raw)
         if name is None:
-            raise ValueError(f"unknown class {raw.strip()!r}; known: {', '.join(FERPLUS_EMOTIONS)}")
+            raise UsageError(f"--classes: unknown class {raw.strip()!r}; known: {', '.join(FERPLUS_EMOTIONS)}")
         if name not in names:
             names.append(name)
     return tuple(names)

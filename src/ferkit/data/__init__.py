@@ -52,6 +52,8 @@ def load_dataset(
     source = Path(source)
     if not source.exists():
         raise DataError(f"{source}: no such file or directory")
+    if not (source.is_file() or source.is_dir()):
+        raise DataError(f"{source}: not a regular file or a folder")
     csv_path = source if source.is_file() else find_fer2013_csv(source)
     if csv_path is not None:
         if ferplus:

@@ -1,13 +1,26 @@
-"""A small on-disk cache of parsed arrays, keyed by the source's path and invalidated when it changes."""
+"""A small on-disk cache of parsed arrays, keyed by the source's path and invalidated when it changes.
+
+Entries are plain `.npz` files of numeric and unicode arrays: written without pickle, read with
+`allow_pickle=False`, renamed into place only once complete. An entry that is missing, unreadable or
+not what the reader expects is ignored (the source is parsed again); a cache that cannot be written is
+not an error.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import secrets
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
+
+# Part of every entry's name: bump it when a reader's output for the same file changes.
+FORMAT = 2
 
 
 def cache_dir() -> Path:
@@ -17,44 +30,58 @@ def cache_dir() -> Path:
     return Path(root)
 
 
+def stat_key(path: Path, st: os.stat_result) -> str:
+    """One path's part of a fingerprint: size and modification time change whenever a file is rewritten."""
+    return f"{os.path.abspath(path)}:{st.st_size}:{st.st_mtime_ns}"
+
+
 def fingerprint(*paths: Path) -> str:
-    """Size and modification time of each path: cheap, and changes whenever a file is rewritten."""
-    parts = []
-    for p in paths:
-        st = os.stat(p)
-        parts.append(f"{os.path.abspath(p)}:{st.st_size}:{st.st_mtime_ns}")
-    return "|".join(parts)
+    return "|".join(stat_key(p, os.stat(p)) for p in paths)
 
 
 def _entry(kind: str, key: str) -> Path:
-    digest = hashlib.sha1(f"{kind}|{key}".encode()).hexdigest()[:20]
+    digest = hashlib.sha1(f"{FORMAT}|{kind}|{key}".encode()).hexdigest()[:20]
     return cache_dir() / f"{kind}-{digest}.npz"
 
 
-def load(kind: str, key: str) -> dict[str, np.ndarray] | None:
-    """Arrays stored under (kind, key), or None when absent or unreadable."""
+def load(kind: str, key: str, names: tuple[str, ...] = ()) -> dict[str, np.ndarray] | None:
+    """Arrays stored under (kind, key), or None when absent, unreadable, or lacking one of `names`,
+    or when the arrays named in `names` (other than 0-d ones) differ in length."""
     path = _entry(kind, key)
-    if os.environ.get("FERKIT_NO_CACHE") or not path.exists():
+    if os.environ.get("FERKIT_NO_CACHE") or not path.is_file():
         return None
     try:
         with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (OSError, ValueError):
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error):
         return None
+    if any(n not in arrays for n in names):
+        return None
+    lengths = {len(arrays[n]) for n in names if arrays[n].ndim > 0}
+    return arrays if len(lengths) <= 1 else None
 
 
 def store(kind: str, key: str, arrays: dict[str, np.ndarray]) -> None:
-    """Write atomically (temp file then rename); a cache that cannot be written is not an error."""
+    """Write atomically (a temporary file, synced, then renamed); a cache that cannot be written is not an error."""
     if os.environ.get("FERKIT_NO_CACHE"):
         return
+    for name, arr in arrays.items():
+        if arr.dtype.hasobject:  # would need pickle to store: a bug in the reader, not the user's doing
+            raise TypeError(f"cache array {name!r} has dtype object")
     path = _entry(kind, key)
+    tmp = path.parent / f".{path.stem}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
-        np.savez(tmp, **arrays)
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except OSError:
         pass
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
 
 
 def meta_array(obj: object) -> np.ndarray:

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 
 from ferkit.data.faceset import FaceSet
+from ferkit.fileio import atomic_write_bytes
+
+
+def _save(fig, path: Path) -> Path:
+    """Render the figure to PNG bytes, then write them atomically (OutputError names the file on failure)."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, dpi=100, format="png")
+    finally:
+        plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def face_grid(faces: FaceSet, path: Path, per_class: int = 8, seed: int = 0) -> Path:
@@ -33,9 +47,7 @@ def face_grid(faces: FaceSet, path: Path, per_class: int = 8, seed: int = 0) -> 
         axes[c, 0].set_ylabel(f"{name}\n({len(idx):,})", rotation=0, ha="right", va="center", fontsize=10)
     fig.suptitle("Faces per class", fontsize=12)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def balance_chart(faces: FaceSet, path: Path) -> Path:
@@ -56,6 +68,4 @@ def balance_chart(faces: FaceSet, path: Path) -> Path:
         ax.tick_params(axis="x", rotation=45)
     fig.suptitle("Class balance per split")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import gzip
-import io
 import warnings
 from pathlib import Path
 
@@ -12,19 +9,12 @@ import numpy as np
 
 from ferkit.classes import EMOTIONS, SPLITS
 from ferkit.data import cache
+from ferkit.data.csvio import CsvFile, atomic_csv, printable, regular_file
 from ferkit.data.faceset import DataError, FaceSet, LoadReport
 
 PIXELS = 48 * 48
 REQUIRED_COLUMNS = ("emotion", "pixels")
-
-
-def open_text(path: Path) -> io.TextIOBase:
-    """Open plain or gzip text by content, not by name."""
-    with open(path, "rb") as fh:
-        magic = fh.read(2)
-    if magic == b"\x1f\x8b":
-        return gzip.open(path, "rt", newline="", encoding="utf-8")
-    return open(path, newline="", encoding="utf-8")
+CACHED_ARRAYS = ("images", "labels", "splits", "ids", "skipped")
 
 
 def _parse_pixels(text: str) -> tuple[np.ndarray | None, str | None]:
@@ -47,31 +37,36 @@ def _parse_pixels(text: str) -> tuple[np.ndarray | None, str | None]:
     return values.astype(np.uint8), None
 
 
+def _header_fault(header: list[str]) -> str:
+    """Why a first row is not a FER2013 header, briefly (a data row is not printed whole)."""
+    expected = "expected columns emotion,pixels[,Usage]"
+    if header and header[0].isdigit() and any(len(h) > 100 for h in header):
+        return f"no header row (line 1 is data); {expected}"
+    shown = ",".join(printable(h, 30) for h in header[:6]) + (",…" if len(header) > 6 else "")
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    return f"header {shown!r} lacks column(s) {', '.join(missing)}; {expected}"
+
+
 def _parse(path: Path, on_error: str) -> dict[str, np.ndarray]:
     images, labels, splits, ids, skipped = [], [], [], [], []
-    with open_text(path) as fh:
-        reader = csv.reader(fh)
-        try:
-            header = [h.strip() for h in next(reader)]
-        except StopIteration:
-            raise DataError(f"{path}: empty file, expected a header 'emotion,pixels,Usage'") from None
-        missing = [c for c in REQUIRED_COLUMNS if c not in header]
-        if missing:
-            raise DataError(f"{path}: header {header} lacks column(s) {', '.join(missing)}")
+    with CsvFile(path) as csv_file:
+        header = csv_file.header
+        if header is None:
+            raise DataError(f"{path}: empty file, expected a header 'emotion,pixels,Usage'")
+        if any(c not in header for c in REQUIRED_COLUMNS):
+            raise DataError(f"{path}: {_header_fault(header)}")
         col_e, col_p = header.index("emotion"), header.index("pixels")
         col_u = header.index("Usage") if "Usage" in header else None
-        for row_no, row in enumerate(reader, start=1):
-            line = reader.line_num
-            fault = None
-            if len(row) != len(header):
+        for row_no, line, row, fault in csv_file.rows():
+            if fault is None and len(row) != len(header):
                 fault = f"{len(row)} fields, expected {len(header)}"
-            else:
+            elif fault is None:
                 emo = row[col_e].strip()
                 usage = row[col_u].strip() if col_u is not None else "Training"
-                if not emo.isdigit() or int(emo) >= len(EMOTIONS):
-                    fault = f"emotion {emo!r} is not a code 0..{len(EMOTIONS) - 1}"
+                if not (emo.isascii() and emo.isdigit()) or len(emo) > 3 or int(emo) >= len(EMOTIONS):
+                    fault = f"emotion {printable(emo, 20)!r} is not a code 0..{len(EMOTIONS) - 1}"
                 elif usage not in SPLITS:
-                    fault = f"Usage {usage!r} is not one of {', '.join(SPLITS)}"
+                    fault = f"Usage {printable(usage, 20)!r} is not one of {', '.join(SPLITS)}"
                 else:
                     pixels, fault = _parse_pixels(row[col_p])
             if fault is not None:
@@ -85,7 +80,7 @@ def _parse(path: Path, on_error: str) -> dict[str, np.ndarray]:
             splits.append(usage)
             ids.append(row_no)
     if not images:
-        raise DataError(f"{path}: no valid rows")
+        raise DataError(f"{path}: no valid rows" + (f" ({len(skipped):,} skipped)" if skipped else ""))
     return {
         "images": np.stack(images),
         "labels": np.asarray(labels, dtype=np.int64),
@@ -100,11 +95,9 @@ def load_fer2013(path: str | Path, on_error: str = "raise", use_cache: bool = Tr
 
     `ids` are 1-based data-row numbers, so row i lines up with row i of the FER+ votes file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
+    path = regular_file(Path(path))
     key = f"{cache.fingerprint(path)}|{on_error}"
-    arrays = cache.load("fer2013", key) if use_cache else None
+    arrays = cache.load("fer2013", key, CACHED_ARRAYS) if use_cache else None
     if arrays is None:
         arrays = _parse(path, on_error)
         if use_cache:
@@ -117,16 +110,15 @@ def load_fer2013(path: str | Path, on_error: str = "raise", use_cache: bool = Tr
 
 
 def write_fer2013(faces: FaceSet, path: str | Path) -> None:
-    """Write a FaceSet as a Kaggle-format CSV (gzip when the name ends in .gz)."""
+    """Write a FaceSet as a Kaggle-format CSV (gzip when the name ends in .gz), atomically: a failure
+    (full disk, read-only folder) is one OutputError and leaves no partial file at `path`."""
     path = Path(path)
     codes = []
     for name in faces.class_names:
         if name not in EMOTIONS:
             raise DataError(f"class {name!r} has no FER2013 emotion code; FER2013 CSVs hold {', '.join(EMOTIONS)}")
         codes.append(EMOTIONS.index(name))
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "wt", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
+    with atomic_csv(path) as writer:
         writer.writerow(["emotion", "pixels", "Usage"])
         for img, label, split in zip(faces.images, faces.labels, faces.splits):
             usage = split if split in SPLITS else "Training"
