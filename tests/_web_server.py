@@ -34,7 +34,8 @@ def web_deps_or_skip() -> None:
 class Server:
     """`ferkit serve --port P …` until stop(); its log goes to a file (a full pipe would block it)."""
 
-    def __init__(self, *args: str, tmp: Path | None = None, env: dict | None = None, timeout: float = 90.0):
+    def __init__(self, *args: str, tmp: Path | None = None, env: dict | None = None, timeout: float = 90.0,
+                 preexec_fn=None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.tmp = Path(tmp or tempfile.mkdtemp(prefix="ferkit-web-test-"))
@@ -46,7 +47,8 @@ class Server:
         cmd += ["serve", "--port", str(self.port), "--log-level", "warning", *args]
         full_env = {**os.environ, "TMPDIR": str(self.work_tmp), "PYTHONUNBUFFERED": "1", **(env or {})}
         self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=full_env)
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=full_env,
+                                     preexec_fn=preexec_fn)
         self._wait_ready(timeout)
 
     def _wait_ready(self, timeout: float) -> None:
@@ -80,6 +82,16 @@ class Server:
         except OSError:
             pass
         return 0
+
+    def work_dirs(self) -> list[Path]:
+        """The server's work folders in its temp directory (one while it runs)."""
+        return sorted(p for p in self.work_tmp.glob("ferkit-serve-*") if p.is_dir())
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up runs (as when the machine or the OOM killer stops it)."""
+        self.proc.kill()
+        self.proc.wait(10)
+        self._log.close()
 
     def stop(self, timeout: float = 20.0) -> int:
         if self.proc.poll() is None:

@@ -1,6 +1,9 @@
 """A real browser on the page: headless Debian Chromium driven by Playwright, its fake camera fed a .y4m of
-real faces. A label must appear over the live video, a photo upload must show a result, and a video upload
-must end with the annotated video playing. Screenshots are saved (FERKIT_SCREENSHOTS=DIR keeps copies).
+real faces. What a person sees is checked, not just the DOM: the probability bars have a drawn width in
+proportion to their percentages, the label is painted over the live video, the chart and the annotated
+video are not blank, and the page runs under its own Content-Security-Policy without a violation.
+Screenshots are saved in pytest's tmp dir (FERKIT_SCREENSHOTS=DIR keeps copies; the result bars also go
+to /tmp/ferkit-shots/bars.png).
 
 Playwright's own browser download cannot work here, so the test uses /usr/bin/chromium (apt-get install
 chromium; .ci/run does it) and skips, saying why, where it is missing.
@@ -19,6 +22,7 @@ from _runtime_media import astronaut_bgr, encode, two_faces_frame, write_video
 from _web_server import Server, web_deps_or_skip
 
 CHROMIUM = Path(os.environ.get("FERKIT_CHROMIUM", "/usr/bin/chromium"))
+BARS_SHOT = Path("/tmp/ferkit-shots/bars.png")
 
 web_deps_or_skip()
 if not CHROMIUM.exists():
@@ -26,6 +30,8 @@ if not CHROMIUM.exists():
                 allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright missing: pip install -e '.[test]'")
 
+# Waits are arrow functions, not expression strings: Playwright polls a string with eval(), which the page's
+# Content-Security-Policy (rightly) forbids.
 # Counts WebSocket frames sent and answers received, to check the page never has two frames in flight.
 WS_PROBE = """
 (() => {
@@ -100,8 +106,10 @@ def page(media, server):
         pg = context.new_page()
         errors: list[str] = []
         pg.on("pageerror", lambda e: errors.append(str(e)))
+        # a CSP violation is reported on the console; the page must satisfy its own policy
+        pg.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None)
         pg.goto(server.url + "/")
-        pg.wait_for_function("document.getElementById('model-info').textContent.startsWith('model ')")
+        pg.wait_for_function("() => document.getElementById('model-info').textContent.startsWith('model ')")
         pg.js_errors = errors
         yield pg
         browser.close()
@@ -122,16 +130,40 @@ def test_photo_upload_shows_annotated_image_and_bars(page, media, shots):
     assert page.evaluate("document.getElementById('photo-annotated').naturalWidth") == 512
     assert "1 face in astronaut.jpg" in page.inner_text("#photo-status")
     page.wait_for_timeout(200)
+    # the bars as drawn: each fill is as wide as its share of the track, and the label's is the widest
+    face = page.evaluate("window.ferkitPhoto.faces[0]")
+    rows = page.query_selector_all(".face-card .bar-row")
+    drawn = {}
+    for row in rows:
+        name = row.query_selector(".name").inner_text()
+        track, fill = row.query_selector(".bar-track").bounding_box(), row.query_selector(".bar-fill").bounding_box()
+        assert track["width"] > 100 and track["height"] > 0, (name, track)
+        drawn[name] = fill["width"] / track["width"]
+        assert fill["height"] > 0 and fill["x"] == pytest.approx(track["x"], abs=1), (name, fill, track)
+        assert fill["width"] == pytest.approx(face["probabilities"][name] * track["width"], abs=1.5), (name, fill, track)
+    assert set(drawn) == set(classes)
+    assert max(drawn, key=drawn.get) == face["label"] and drawn[face["label"]] > 0.3, drawn
+    label_fill = page.query_selector_all(".face-card .bar-fill")[list(face["probabilities"]).index(face["label"])]
+    fill_box = label_fill.bounding_box()
+    assert fill_box["width"] > 50  # a bar a person sees, not a sliver
+    colour = [int(v) for v in label_fill.evaluate("e => getComputedStyle(e).backgroundColor")[4:-1].split(",")[:3]]
     shot = shots / "photo.png"
     page.screenshot(path=str(shot), full_page=True)
     keep(shot)
+    BARS_SHOT.parent.mkdir(parents=True, exist_ok=True)
+    page.locator("#photo-faces").screenshot(path=str(shots / "bars.png"))
+    shutil.copy(shots / "bars.png", BARS_SHOT)
+    # and in the pixels of the screenshot: the label's colour covers (about) the bar's drawn area
+    png = cv2.imread(str(shots / "bars.png"))
+    near = np.abs(png.astype(int) - np.array(colour[::-1])).max(axis=2) <= 40
+    assert near.sum() >= 0.8 * fill_box["width"] * fill_box["height"], (near.sum(), fill_box, colour)
 
 
 def test_live_camera_labels_faces_over_the_video(page, shots):
     classes = classes_of(page)
     page.click("#tab-live")
     page.click("#camera-start")
-    page.wait_for_function("window.ferkitLive.frames >= 4 && window.ferkitLive.lastFaces.length >= 1", timeout=90_000)
+    page.wait_for_function("() => window.ferkitLive.frames >= 4 && window.ferkitLive.lastFaces.length >= 1", timeout=90_000)
     live = page.evaluate("({frames: ferkitLive.frames, fps: ferkitLive.fps, labels: ferkitLive.lastFaces.map(f => f.label),"
                          " boxes: ferkitLive.lastFaces.map(f => f.box)})")
     assert set(live["labels"]) <= set(classes) and live["fps"] > 0, live
@@ -161,14 +193,35 @@ def test_live_camera_labels_faces_over_the_video(page, shots):
 def test_video_upload_plays_annotated_video_with_chart(page, media, shots):
     page.click("#tab-video")
     page.set_input_files("#video-input", str(media["video"]))
-    page.wait_for_function("window.ferkitVideo && ['done', 'failed'].includes(window.ferkitVideo.status)", timeout=120_000)
+    page.wait_for_function("() => window.ferkitVideo && ['done', 'failed'].includes(window.ferkitVideo.status)", timeout=120_000)
     job = page.evaluate("window.ferkitVideo")
     assert job["status"] == "done", job
-    page.wait_for_function("document.getElementById('video-player').readyState >= 2", timeout=30_000)
-    page.wait_for_function("document.getElementById('video-plot').naturalWidth > 0", timeout=30_000)
+    page.wait_for_function("() => document.getElementById('video-player').readyState >= 2", timeout=30_000)
+    page.wait_for_function("() => document.getElementById('video-plot').naturalWidth > 0", timeout=30_000)
     assert page.evaluate("document.getElementById('video-player').videoWidth") == 640
     assert page.get_attribute("#video-csv", "href").endswith("/files/csv?download=true")
     assert "done: 12 frames" in page.inner_text("#video-status")
+    # what is on screen: the chart has lines in several colours, the playing video a picture, not blank
+    seen = page.evaluate("""() => {
+        const stats = (el, w, h) => {
+            const c = document.createElement('canvas'); c.width = w; c.height = h;
+            const ctx = c.getContext('2d'); ctx.drawImage(el, 0, 0, w, h);
+            const px = ctx.getImageData(0, 0, w, h).data, colours = new Set();
+            let ink = 0;
+            for (let i = 0; i < px.length; i += 4) {
+                if (px[i] < 235 || px[i + 1] < 235 || px[i + 2] < 235) ink++;
+                colours.add((px[i] >> 4) << 8 | (px[i + 1] >> 4) << 4 | (px[i + 2] >> 4));
+            }
+            return {ink: ink / (w * h), colours: colours.size};
+        };
+        const plot = document.getElementById('video-plot'), video = document.getElementById('video-player');
+        const r = plot.getBoundingClientRect();
+        return {plot: stats(plot, plot.naturalWidth, plot.naturalHeight), plotShown: [r.width, r.height],
+                video: stats(video, video.videoWidth, video.videoHeight)};
+    }""")
+    assert seen["plotShown"][0] > 200 and seen["plotShown"][1] > 100, seen
+    assert 0.01 < seen["plot"]["ink"] < 0.9 and seen["plot"]["colours"] >= 6, seen
+    assert seen["video"]["ink"] > 0.5 and seen["video"]["colours"] >= 20, seen
     page.wait_for_timeout(500)
     shot = shots / "video.png"
     page.screenshot(path=str(shot), full_page=True)

@@ -1,28 +1,39 @@
-"""One error shape for every bad request ({error, detail, status}), and the request-body size limit.
+"""One error shape for every bad request ({error, detail, status}) and the web layer's error boundary.
 
-The limit is pure ASGI middleware: a Content-Length over the limit is answered 413 before the body is
-read; a body without one (chunked) is counted as it arrives and stopped at the limit.
+Only two kinds of exception are the client's doing: this layer's own `ApiError` and ferkit's
+`FerkitError` children (a bad image, a bad video, ...), which map to 4xx. A full disk is 507, a client
+that hung up mid-request is one info line. Anything else is a bug: a 500 that says so, and the server
+lives on.
 """
 
 from __future__ import annotations
 
+import errno
 import json
-from collections.abc import Callable
+import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from ferkit.apps.web.schemas import ErrorResponse
+from ferkit.errors import (FerkitError, ImageError, ImageTooLargeError, MissingExtraError, OutputError, UsageError,
+                           VideoError)
 
 MB = 1024 * 1024
+log = logging.getLogger("ferkit.web")
 
 _CODES = {
-    400: "bad_request", 403: "forbidden", 404: "not_found", 405: "method_not_allowed", 409: "conflict",
-    413: "payload_too_large", 415: "unsupported_media_type", 422: "unprocessable", 429: "too_many_requests",
-    500: "internal_error", 503: "unavailable",
+    400: "bad_request", 403: "forbidden", 404: "not_found", 405: "method_not_allowed", 408: "request_timeout",
+    409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type", 422: "unprocessable",
+    429: "too_many_requests", 500: "internal_error", 501: "not_implemented", 503: "unavailable",
+    507: "insufficient_storage",
 }
+# A write failed because the server's storage is full or capped: the server's state, not a bug.
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+STORAGE_FULL = "the server has no room to store this upload (its disk is full); try again later or send a smaller file"
 
 
 class ApiError(Exception):
@@ -34,9 +45,38 @@ class ApiError(Exception):
         self.headers = headers
 
 
+class PayloadTooLarge(ApiError):
+    def __init__(self, limit: int, what: str):
+        super().__init__(413, f"{what} is larger than the limit of {limit / MB:.4g} MB", "payload_too_large",
+                         headers={"Connection": "close"})
+
+
 def error_response(status: int, detail: str, code: str | None = None, headers: dict | None = None) -> JSONResponse:
     body = ErrorResponse(error=code or _CODES.get(status, "error"), detail=detail, status=status)
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+def error_bytes(status: int, detail: str, code: str | None = None) -> bytes:
+    """The JSON body of an error, for answers written below FastAPI (middleware, the protocol)."""
+    body = ErrorResponse(error=code or _CODES.get(status, "error"), detail=detail, status=status)
+    return json.dumps(body.model_dump()).encode()
+
+
+def ferkit_error_status(exc: FerkitError) -> tuple[int, str]:
+    """The HTTP status and error code of one of ferkit's own errors."""
+    if isinstance(exc, ImageTooLargeError):
+        return 413, "too_many_pixels"
+    if isinstance(exc, ImageError):
+        return 422, "unreadable_image"
+    if isinstance(exc, VideoError):
+        return 422, "unreadable_video"
+    if isinstance(exc, OutputError):
+        return 507, "insufficient_storage"
+    if isinstance(exc, MissingExtraError):
+        return 501, "missing_extra"
+    if isinstance(exc, UsageError):
+        return 400, "bad_request"
+    return 400, "bad_request"
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -47,10 +87,40 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+def _where(request: Request) -> str:
+    return f"{request.method} {request.url.path}"
+
+
+def bug_response(request: Request, exc: BaseException) -> JSONResponse:
+    log.exception("unexpected error on %s", _where(request), exc_info=exc)
+    return error_response(500, f"internal error ({type(exc).__name__}); this is a bug in ferkit, please report it")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
         return error_response(exc.status, exc.detail, exc.code, exc.headers)
+
+    @app.exception_handler(FerkitError)
+    async def _ferkit_error(request: Request, exc: FerkitError):
+        status, code = ferkit_error_status(exc)
+        if status == 507:  # the message names the server's own file: logged, not shown
+            log.warning("%s: %s", _where(request), exc)
+            return error_response(507, STORAGE_FULL, code)
+        return error_response(status, str(exc), code)
+
+    @app.exception_handler(OSError)
+    async def _os_error(request: Request, exc: OSError):
+        if exc.errno in STORAGE_ERRNOS:  # e.g. spooling a multipart upload to a full temp folder
+            log.warning("%s: cannot store the upload: %s", _where(request), exc.strerror or exc)
+            return error_response(507, STORAGE_FULL)
+        return bug_response(request, exc)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _client_gone(request: Request, exc: ClientDisconnect):
+        client = request.client.host if request.client else "a client"
+        log.info("%s disconnected during %s (request abandoned)", client, _where(request))
+        return Response(status_code=499)  # nobody reads it; the access log shows the request was abandoned
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
@@ -70,77 +140,16 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):  # a bug of ours: still JSON, and the server lives on
-        import logging
-
-        logging.getLogger("ferkit.web").exception("unexpected error on %s %s", request.method, request.url.path)
-        return error_response(500, f"internal error ({type(exc).__name__}); this is a bug in ferkit, please report it")
+        return bug_response(request, exc)
 
 
 def _allowed_methods(request: Request) -> list[str]:
-    """Every method the routes matching this path accept (Starlette's own 405 names only the first route's)."""
+    """Every method some route accepts on this path (Starlette's own 405 names only the first route's)."""
     from starlette.routing import Match
 
-    methods: set[str] = set()
-    for route in request.app.routes:
-        match, _ = route.matches({**request.scope, "method": "GET", "type": "http"})
-        if match != Match.NONE and getattr(route, "methods", None):
-            methods |= set(route.methods)
-    return sorted(methods) or ["GET"]
-
-
-class PayloadTooLarge(ApiError):
-    def __init__(self, limit: int, what: str):
-        super().__init__(413, f"{what} is larger than the limit of {limit / MB:.4g} MB", "payload_too_large")
-
-
-def _json_bytes(status: int, detail: str, code: str) -> bytes:
-    return json.dumps(ErrorResponse(error=code, detail=detail, status=status).model_dump()).encode()
-
-
-class BodyLimitMiddleware:
-    """Refuse request bodies over `limit_for(scope)` bytes with 413 (JSON)."""
-
-    DRAIN = 32 * MB  # read and drop at most this much of an announced-too-large body, so clients see the 413
-
-    def __init__(self, app, limit_for: Callable[[dict], int]):
-        self.app, self.limit_for = app, limit_for
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        limit = self.limit_for(scope)
-        length = None
-        for k, v in scope.get("headers", ()):
-            if k == b"content-length":
-                try:
-                    length = int(v)
-                except ValueError:
-                    return await self._reply(send, 400, "Content-Length is not a number", "bad_request")
-        if length is not None and length > limit:
-            if length <= limit + self.DRAIN:  # drain so the client reads our answer instead of a reset connection
-                more = True
-                while more:
-                    msg = await receive()
-                    more = msg.get("type") == "http.request" and msg.get("more_body", False)
-            return await self._reply(send, 413, f"request body of {length / MB:.4g} MB is larger than the limit of "
-                                                f"{limit / MB:.4g} MB", "payload_too_large")
-        seen = 0
-
-        async def limited():
-            nonlocal seen
-            msg = await receive()
-            if msg.get("type") == "http.request":
-                seen += len(msg.get("body", b""))
-                if seen > limit:
-                    raise PayloadTooLarge(limit, "request body")
-            return msg
-
-        await self.app(scope, limited, send)
-
-    @staticmethod
-    async def _reply(send, status: int, detail: str, code: str) -> None:
-        body = _json_bytes(status, detail, code)
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": body})
+    allowed = []
+    for method in ("DELETE", "GET", "PATCH", "POST", "PUT"):
+        scope = {**request.scope, "method": method, "type": "http"}
+        if any(route.matches(scope)[0] == Match.FULL for route in request.app.routes):
+            allowed.append(method)
+    return allowed or ["GET"]

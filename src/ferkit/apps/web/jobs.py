@@ -1,21 +1,19 @@
 """Video jobs: a bounded worker pool runs `ferkit.runtime.process_video` on uploads; files expire.
 
-Each job's decoding and analysis run in a child process of its own (spawned, with its own Analyzer):
-an upload is untrusted input to FFmpeg's demuxers and decoders, and a crash or runaway there ends that
-job, not the server. Cancelling a job ends its process.
+Each job's decoding and analysis run in a worker process of its own (`ferkit.apps.web.worker`, with its
+own Analyzer, talking JSON): an upload is untrusted input to FFmpeg's demuxers and decoders, and a
+crash or runaway there ends that job, not the server. Cancelling a job ends its process.
 
 Each job lives in its own folder under the work dir: the upload (deleted when processing ends) and the
 outputs (annotated MP4, CSV, emotions plot), deleted with the job after `job_ttl_s`, on DELETE, or on
-shutdown.
+shutdown. What a client is told (errors, warnings) names the upload, never a path on the server.
 """
 
 from __future__ import annotations
 
 import csv
 import logging
-import multiprocessing
 import re
-import signal
 import shutil
 import threading
 import time
@@ -26,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ferkit.apps.web.errors import ApiError
+from ferkit.apps.web.worker import exit_description, run_worker
 
 log = logging.getLogger("ferkit.web")
 
@@ -35,7 +34,7 @@ class Job:
     id: str
     filename: str
     dir: Path
-    source: Path
+    source: Path  # the stored upload, once its format is known
     created: float = field(default_factory=time.time)
     status: str = "queued"
     frames_done: int = 0
@@ -43,10 +42,9 @@ class Job:
     finished: float | None = None
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
-    report: object | None = None  # ferkit.runtime.video.VideoReport
+    report: dict | None = None  # the worker's: frames, analysed, expected_frames, faces, tracks, fps, seconds
     labels: dict[str, int] = field(default_factory=dict)
     cancel: threading.Event = field(default_factory=threading.Event)
-    pid: int | None = None  # the job's worker process, once started
 
     @property
     def active(self) -> bool:
@@ -60,14 +58,20 @@ class Job:
             return 0.0 if self.status == "queued" else None
         return min(1.0, self.frames_done / self.frames_total)
 
+    def store_as(self, suffix: str) -> Path:
+        """The stored upload's path for its format: a safe name from the client's, with this suffix."""
+        stem = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(self.filename).stem)[:60].strip("_") or "upload"
+        self.source = self.dir / f"{stem}{suffix}"
+        return self.source
+
 
 class JobManager:
     def __init__(self, analyzer_args: dict, work_dir: Path, workers: int, max_jobs: int, ttl_s: float,
-                 max_frames: int):
+                 max_frames: int, max_pixels: int | None = None):
         self.analyzer_args = analyzer_args  # ferkit.runtime.Analyzer(**analyzer_args) in each job's process
         self.root = Path(work_dir)
         self.root.mkdir(parents=True, exist_ok=True)
-        self.max_jobs, self.ttl_s, self.max_frames = max_jobs, ttl_s, max_frames
+        self.max_jobs, self.ttl_s, self.max_frames, self.max_pixels = max_jobs, ttl_s, max_frames, max_pixels
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ferkit-video")
         self.jobs: dict[str, Job] = {}
         self.lock = threading.Lock()
@@ -88,12 +92,13 @@ class JobManager:
             raise ApiError(429, f"{active} video jobs are queued or running (the limit); try again later", "busy",
                            headers={"Retry-After": "10"})
 
-    def new_job(self, filename: str, suffix: str) -> Job:
+    def new_job(self, filename: str, suffix: str = ".upload") -> Job:
         jid = uuid.uuid4().hex
         d = self.root / jid
         d.mkdir(parents=True)
-        stem = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(filename).stem)[:60].strip("_") or "upload"  # names the outputs
-        return Job(jid, filename, d, d / f"{stem}{suffix}")
+        job = Job(jid, filename, d, d)
+        job.store_as(suffix)
+        return job
 
     def get(self, jid: str) -> Job:
         with self.lock:
@@ -147,6 +152,13 @@ class JobManager:
         video, csv_path, plot = output_paths(job.source, job.dir / "out")
         return {"video": video, "csv": csv_path, "plot": plot}
 
+    def public(self, text: str, job: Job) -> str:
+        """A message for the client: the upload's name for its stored copy, and no other path of the server."""
+        text = text.replace(str(job.source), job.filename)
+        for root in {str(self.root), str(self.root.resolve())}:
+            text = re.sub(re.escape(root) + r"[^\s:'\"]*", lambda m: Path(m.group(0)).name, text)
+        return text
+
     def _run(self, job: Job) -> None:
         if job.cancel.is_set():
             job.status, job.finished = "cancelled", time.time()
@@ -154,85 +166,50 @@ class JobManager:
             return
         job.status = "running"
         try:
-            report = self._in_child_process(job)
-            if report is not None:
-                job.report = report
-                job.warnings = list(report.warnings)
-                if report.frames >= self.max_frames and job.frames_total > report.frames:
-                    job.warnings.append(f"only the first {self.max_frames} of {job.frames_total} frames were "
-                                        "processed (the server's --max-video-frames)")
-                job.labels = _label_counts(report.csv)
-                job.frames_total = job.frames_total or report.frames
+            spec = {"analyzer": self.analyzer_args, "source": str(job.source), "out": str(job.dir / "out"),
+                    "max_frames": self.max_frames, "max_pixels": self.max_pixels}
+
+            def progress(done: int, total: int) -> None:
+                job.frames_done, job.frames_total = done, total
+
+            result, code = run_worker(spec, progress, job.cancel.is_set, name=f"ferkit-video-{job.id[:8]}")
+            if result is None:  # the process died without a word: a decoder crash, the OOM killer, a kill
+                how = exit_description(code)
+                job.status, job.error = "failed", f"processing this video stopped the worker process ({how})"
+                log.warning("video job %s: worker process ended with %s", job.id, how)
+            elif "cancelled" in result:
+                job.status = "cancelled"
+            elif "failed" in result:
+                job.status, job.error = "failed", self.public(result["failed"], job)
+            else:
+                report = job.report = result["done"]
+                job.warnings = [self.public(w, job) for w in report["warnings"]]
+                job.warnings += self._frame_warnings(job, report)
+                job.labels = _label_counts(self.outputs(job)["csv"])
+                job.frames_total = job.frames_total or report["frames"]
                 job.status = "done"
-        except Exception as exc:  # never let a job take the worker down
+        except Exception as exc:  # never let a job take the worker thread down
             log.exception("video job %s failed", job.id)
-            job.status, job.error = "failed", f"processing failed ({type(exc).__name__}: {exc})"
+            job.status, job.error = "failed", f"processing failed ({type(exc).__name__})"
         finally:
             job.finished = time.time()
             job.source.unlink(missing_ok=True)
             if job.status == "cancelled" or job.cancel.is_set():
                 shutil.rmtree(job.dir, ignore_errors=True)
 
-    def _in_child_process(self, job: Job):
-        """Run the job in a spawned process, relaying its progress; the report, or None (failed/cancelled)."""
-        ctx = multiprocessing.get_context("spawn")
-        receiver, sender = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_video_process, name=f"ferkit-video-{job.id[:8]}", daemon=True,
-                           args=(self.analyzer_args, str(job.source), str(job.dir / "out"), self.max_frames, sender))
-        proc.start()
-        sender.close()  # the child holds the only writer: EOF on the pipe means it has gone
-        job.pid = proc.pid
-        result = None
-        try:
-            while result is None:
-                if job.cancel.is_set():
-                    proc.terminate()
-                    job.status = "cancelled"
-                    return None
-                if not receiver.poll(0.2):
-                    continue
-                try:
-                    msg = receiver.recv()
-                except EOFError:
-                    break
-                if msg[0] == "progress":
-                    job.frames_done, job.frames_total = msg[1], msg[2]
-                else:
-                    result = msg
-        finally:
-            proc.join(timeout=10)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
-            receiver.close()
-        if result is None:  # the process died without a word: a decoder crash, the OOM killer, a kill
-            code = proc.exitcode
-            how = f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
-            job.status, job.error = "failed", f"processing this video stopped the worker process ({how})"
-            log.warning("video job %s: worker process ended with %s", job.id, how)
-            return None
-        if result[0] == "done":
-            return result[1]
-        job.status, job.error = "failed", result[1].replace(str(job.source), job.filename)
-        return None
-
-
-def _video_process(analyzer_args: dict, source: str, out: str, max_frames: int, conn) -> None:
-    """A video job's child process: analyse the file, report progress and the outcome through `conn`."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C on the server stops jobs through the server
-    from ferkit.runtime.pipeline import Analyzer
-    from ferkit.runtime.video import process_video
-
-    try:
-        report = process_video(source, out, analyzer=Analyzer(**analyzer_args), max_frames=max_frames,
-                               progress=lambda done, total: conn.send(("progress", done, total)))
-        conn.send(("done", report))
-    except ValueError as exc:  # VideoError and friends: the file's fault, said plainly
-        conn.send(("failed", str(exc)))
-    except Exception as exc:
-        conn.send(("failed", f"processing failed ({type(exc).__name__}: {exc})"))
-    finally:
-        conn.close()
+    def _frame_warnings(self, job: Job, report: dict) -> list[str]:
+        """What `ferkit video` says about frames, said here too: the server's frame limit cut the video
+        short, or the file ended before the frames it announces."""
+        n, expected = report["frames"], report["expected_frames"]
+        if n >= self.max_frames:
+            if job.frames_total > n:
+                return [f"only the first {self.max_frames} of {job.frames_total} frames were processed "
+                        "(the server's --max-video-frames)"]
+            return []
+        if not any("ended early" in w for w in job.warnings) and expected and n < expected - 2 and n < 0.97 * expected:
+            return [f"{job.filename}: ended early: read {n} of the {expected} frames the file announces "
+                    "(truncated or corrupt); the outputs cover the frames read"]
+        return []
 
 
 def _label_counts(path: Path) -> dict[str, int]:

@@ -1,7 +1,7 @@
 """MJPEG (multipart/x-mixed-replace) of an annotated camera or video file, for an <img src>.
 
-Sources are a camera index, or a video file *inside the configured media folder*: the server never
-opens a path it was not told it may serve.
+Sources are a camera index (only with `ferkit serve --cameras`), or a video file *inside the configured
+media folder*: the server never opens a camera or a path it was not told it may serve.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ def resolve_source(source: str, media_dir: Path | None, allow_cameras: bool) -> 
         raise ApiError(400, "source is empty: give a camera index (0, 1, …) or a video file name from the media folder")
     if source.isascii() and source.isdigit() and len(source) <= 3:  # not '²', which isdigit() too
         if not allow_cameras:
-            raise ApiError(403, "camera sources are disabled on this server", "cameras_disabled")
+            raise ApiError(403, "camera sources are off on this server: it opens its own cameras for clients only "
+                                "when started with `ferkit serve --cameras`", "cameras_disabled")
         return int(source)
     if media_dir is None:
         raise ApiError(403, "video-file sources are disabled: start the server with --media-dir DIR to serve the "
@@ -44,12 +45,12 @@ def resolve_source(source: str, media_dir: Path | None, allow_cameras: bool) -> 
     return str(path)
 
 
-def open_capture(src: str | int):
-    from ferkit.runtime.video import VideoError
+def open_capture(src: str | int, max_pixels: int):
+    from ferkit.errors import VideoError
     from ferkit.runtime.webcam import open_source
 
     try:
-        cap = open_source(src)
+        cap = open_source(src, max_pixels)
     except VideoError as exc:
         msg = str(exc)
         if isinstance(src, str):
@@ -69,7 +70,7 @@ def _part(jpeg: bytes) -> bytes:
 async def mjpeg(cap, pace_fps: float, analyzer, limiter, on_close, max_frames: int | None = None,
                 quality: int = 80):
     """Yield multipart parts of annotated frames; paced to the file's frame rate; releases the capture."""
-    from ferkit.runtime.webcam import live_frames
+    from ferkit.runtime.tracking import live_frames
 
     frames = live_frames(cap, analyzer, max_frames=max_frames)
 

@@ -69,7 +69,7 @@ function bars(face) {
   for (const [name, v] of entries) {
     const row = document.createElement("div");
     row.className = "bar-row";
-    row.innerHTML = `<span class="name"></span><span class="bar-track"><span class="bar-fill"></span></span>` +
+    row.innerHTML = `<span class="name"></span><div class="bar-track"><div class="bar-fill"></div></div>` +
       `<span class="value"></span>`;
     row.querySelector(".name").textContent = name;
     const fill = row.querySelector(".bar-fill");
