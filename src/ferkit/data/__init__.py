@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ferkit.data.csvio import file_kind
 from ferkit.data.faceset import DataError, FaceSet, LoadReport
 from ferkit.data.fer2013 import load_fer2013, write_fer2013
 from ferkit.data.ferplus import load_ferplus
@@ -53,7 +54,7 @@ def load_dataset(
     if not source.exists():
         raise DataError(f"{source}: no such file or directory")
     if not (source.is_file() or source.is_dir()):
-        raise DataError(f"{source}: not a regular file or a folder")
+        raise DataError(f"{source}: not a regular file or a folder ({file_kind(source.stat().st_mode)})")
     csv_path = source if source.is_file() else find_fer2013_csv(source)
     if csv_path is not None:
         if ferplus:

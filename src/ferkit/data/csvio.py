@@ -54,6 +54,15 @@ def _csv_fault(exc: csv.Error) -> str:
     return f"malformed CSV ({text})"
 
 
+_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
+          stat.S_IFBLK: "a block device", stat.S_IFDIR: "a directory"}
+
+
+def file_kind(mode: int) -> str:
+    """'a FIFO', 'a socket', ... for a stat mode that is not a regular file."""
+    return _KINDS.get(stat.S_IFMT(mode), "a special file")
+
+
 def regular_file(path: Path) -> Path:
     """`path` if it names a regular file (after following links); DataError otherwise."""
     try:
@@ -63,7 +72,7 @@ def regular_file(path: Path) -> Path:
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if not stat.S_ISREG(st.st_mode):
-        raise DataError(f"{path}: not a regular file")
+        raise DataError(f"{path}: not a regular file ({file_kind(st.st_mode)})")
     return path
 
 

@@ -13,10 +13,11 @@ import numpy as np
 
 from ferkit.classes import EMOTIONS, FERPLUS_EMOTIONS, SPLIT_FOLDERS, canonical_class, canonical_split
 from ferkit.data import cache
+from ferkit.data.csvio import file_kind
 from ferkit.data.faceset import DataError, FaceSet, LoadReport
 from ferkit.errors import OutputError
 from ferkit.fileio import ensure_dir, write_image
-from ferkit.images import IMAGE_SUFFIXES, ImageError, decode_image
+from ferkit.images import IMAGE_SUFFIXES, ImageError, read_image
 from ferkit.preprocessing import to_face48
 
 UNSPLIT = "all"  # split name for a tree without split folders
@@ -48,12 +49,8 @@ def _file_fault(path: Path) -> tuple[os.stat_result | None, str | None]:
             return None, "symbolic link loop"
         return None, f"cannot read ({exc.strerror or exc})"
     if not stat.S_ISREG(st.st_mode):
-        return None, f"not a regular file ({_KINDS.get(stat.S_IFMT(st.st_mode), 'special file')})"
+        return None, f"not a regular file ({file_kind(st.st_mode)})"
     return st, None
-
-
-_KINDS = {stat.S_IFIFO: "a named pipe", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
-          stat.S_IFBLK: "a block device", stat.S_IFDIR: "a directory"}
 
 
 def scan_tree(root: Path) -> tuple[list[tuple[str, str, Path]], LoadReport, list[str]]:
@@ -97,23 +94,6 @@ def scan_tree(root: Path) -> tuple[list[tuple[str, str, Path]], LoadReport, list
 def _unlisted(root: Path, exc: OSError, report: LoadReport) -> None:
     where = os.path.relpath(exc.filename, root) if exc.filename else str(root)
     report.skipped.append((where, f"cannot list folder ({exc.strerror or exc})"))
-
-
-def _read_regular(path: Path) -> bytes:
-    """The bytes of a regular file; ImageError for anything else, checked on the open file itself
-    (O_NONBLOCK: a pipe swapped in after the scan cannot hang the read)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except OSError as exc:
-        reason = "symbolic link loop" if exc.errno == errno.ELOOP else exc.strerror or str(exc)
-        raise ImageError(f"{path}: cannot read ({reason})") from None
-    with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ImageError(f"{path}: not a regular file")
-        try:
-            return fh.read()
-        except OSError as exc:
-            raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
 def load_folder_tree(root: str | Path, on_error: str = "skip", use_cache: bool = True) -> FaceSet:
@@ -166,7 +146,7 @@ def _read_entries(
             skipped.append((rel, f"not an image file type ({path.suffix or 'no suffix'})"))
             continue
         try:
-            face = to_face48(decode_image(_read_regular(path), str(path)))
+            face = to_face48(read_image(path))
         except ImageError as exc:
             if on_error == "raise":
                 raise DataError(str(exc)) from None
