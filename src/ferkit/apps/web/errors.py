@@ -45,9 +45,15 @@ class ApiError(Exception):
         self.headers = headers
 
 
+def megabytes(n: int) -> str:
+    """'3', '2.5', '10,240': a size in MB as a person writes it."""
+    v = n / MB
+    return f"{v:,.0f}" if v >= 100 else f"{v:.3g}"
+
+
 class PayloadTooLarge(ApiError):
     def __init__(self, limit: int, what: str):
-        super().__init__(413, f"{what} is larger than the limit of {limit / MB:.4g} MB", "payload_too_large",
+        super().__init__(413, f"{what} is larger than the limit of {megabytes(limit)} MB", "payload_too_large",
                          headers={"Connection": "close"})
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import anyio
 
-from ferkit.apps.web.errors import MB, ApiError, PayloadTooLarge, error_bytes
+from ferkit.apps.web.errors import MB, ApiError, PayloadTooLarge, error_bytes, megabytes
 
 # The page loads only its own scripts, styles and media; data:/blob: for the annotated photo and thumbnails.
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
@@ -68,8 +68,8 @@ class BodyLimitMiddleware:
                 while more:
                     msg = await receive()
                     more = msg.get("type") == "http.request" and msg.get("more_body", False)
-            return await reply(send, 413, f"request body of {length / MB:.4g} MB is larger than the limit of "
-                                          f"{limit / MB:.4g} MB", "payload_too_large")
+            return await reply(send, 413, f"request body of {megabytes(length)} MB is larger than the limit of "
+                                          f"{megabytes(limit)} MB", "payload_too_large")
         seen = 0
 
         async def limited():

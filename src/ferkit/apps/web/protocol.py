@@ -20,7 +20,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from ferkit.apps.web.errors import error_bytes
 
 log = logging.getLogger("ferkit.web")
-STALLED_AFTER_S = 0.25  # a request still incomplete after this long may be closed to make room (oldest first)
+SLOW_AFTER_S = 0.25  # an upload is judged by its rate once it has run this long
 
 
 def _raw_error(status: int, reason: str, detail: str, code: str) -> bytes:
@@ -108,9 +108,9 @@ class GuardedH11Protocol(H11Protocol):
         age = now - self._since
         if self.transport.is_closing():
             return None
-        if self._phase == "headers" and age > STALLED_AFTER_S:
+        if self._phase == "headers":  # the oldest first: a visitor's request arrives whole, at once
             return (3, age)
-        if self._phase == "body" and age > STALLED_AFTER_S and not self.flow.read_paused \
+        if self._phase == "body" and age > SLOW_AFTER_S and not self.flow.read_paused \
                 and self._got / age < self.min_rate:
             return (2, age / max(self._got, 1))
         if self._phase == "idle":  # a client between requests: it reconnects at no loss when it needs to
