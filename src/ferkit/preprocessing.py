@@ -3,13 +3,19 @@
 A face crop of any size, colour or depth becomes a 48x48 uint8 grey image (`to_face48`); a batch of
 those becomes the float32 network input (`normalize`). Training applies `normalize` to the same
 uint8 arrays, so the model sees identical numbers in both places. Test-time augmentation views
-(`tta_views`) are built here too, so `ferkit evaluate` scores exactly what the runtime computes.
+(`tta_views`) are built and averaged (`average_views`) here too, so `ferkit evaluate` scores exactly
+what the runtime computes; `check_tta` is the one check of a TTA name and `live_tta` the one rule for
+the TTA of live frames (webcam, video files, streams, the live WebSocket, video jobs).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import cv2
 import numpy as np
+
+from ferkit.errors import UsageError
 
 INPUT_SIZE = 48
 # Test-time augmentation modes: the views whose softmax probabilities are averaged (see tta_views).
@@ -22,18 +28,27 @@ MEAN = 0.5077
 STD = 0.2552
 
 
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Pixels of any depth -> uint8 by their range: uint16 0..65535 and float 0..1 become 0..255
+    (a float image with values above 1 is taken as 0..255 already); NaN is 0, the rest is clipped."""
+    img = np.asarray(image)
+    if img.dtype == np.uint8:
+        return img
+    if img.dtype == np.uint16:
+        return (img >> 8).astype(np.uint8)
+    if img.dtype.kind == "f":
+        img = np.nan_to_num(img, nan=0.0, posinf=0.0, neginf=0.0)
+        scale = 255.0 if float(img.max(initial=0.0)) <= 1.0 else 1.0
+        return np.clip(img * scale, 0, 255).astype(np.uint8)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
 def to_gray_uint8(image: np.ndarray) -> np.ndarray:
     """Any decoded image (grey, BGR, BGRA; uint8, uint16 or float) -> 2-D uint8 grey."""
     img = np.asarray(image)
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[:, :, 0]
-    if img.dtype == np.uint16:
-        img = (img >> 8).astype(np.uint8)
-    elif img.dtype.kind == "f":
-        scale = 255.0 if float(np.nanmax(img, initial=0.0)) <= 1.0 else 1.0
-        img = np.clip(np.nan_to_num(img) * scale, 0, 255).astype(np.uint8)
-    elif img.dtype != np.uint8:
-        img = np.clip(img, 0, 255).astype(np.uint8)
+    img = to_uint8(img)
     if img.ndim == 3:
         if img.shape[2] == 4:
             img = cv2.cvtColor(img, cv2.COLOR_BGRA2GRAY)
@@ -55,12 +70,13 @@ def to_face48(image: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
     return cv2.resize(gray, (size, size), interpolation=interp)
 
 
-def normalize(faces: np.ndarray) -> np.ndarray:
-    """uint8 faces (N, H, W) or (H, W) -> float32 network input (N, 1, H, W)."""
+def normalize(faces: np.ndarray, mean: float = MEAN, std: float = STD) -> np.ndarray:
+    """uint8 faces (N, H, W) or (H, W) -> float32 network input (N, 1, H, W): pixel / 255, then
+    standardised with `mean` and `std` (a model card's `input` block names its own)."""
     x = np.asarray(faces, dtype=np.float32)
     if x.ndim == 2:
         x = x[None]
-    return ((x / 255.0 - MEAN) / STD)[:, None, :, :].astype(np.float32, copy=False)
+    return ((x / 255.0 - mean) / std)[:, None, :, :].astype(np.float32, copy=False)
 
 
 # ---------------------------------------------------------------------------- test-time augmentation
@@ -108,6 +124,23 @@ def zoomed(faces: np.ndarray, scale: float) -> np.ndarray:
     return out
 
 
+def check_tta(mode, option: str = "tta", error: type[Exception] = UsageError) -> str:
+    """The one check of a TTA name: `mode` if it is one of TTA_MODES, else `error` naming `option`."""
+    if mode not in TTA_MODES:
+        raise error(f"{option} {mode!r}: unknown TTA mode; choose one of {', '.join(TTA_MODES)}")
+    return mode
+
+
+def live_tta(card_tta: str, requested: str | None = None) -> str:
+    """The TTA for live frames (webcam, video files, streams, the live WebSocket, video jobs): a
+    requested mode as asked; else the card's, at most flip (2 network runs a face). A tracked face is
+    averaged over frames anyway, and 16 views a face would cut the frame rate several times."""
+    if requested is not None:
+        return check_tta(requested)
+    card_tta = check_tta(card_tta)
+    return card_tta if tta_cost(card_tta) <= tta_cost("flip") else "flip"
+
+
 def tta_cost(mode: str) -> int:
     """Network runs a face costs under a TTA mode (the number of its views)."""
     return len(tta_views(np.zeros((1, INPUT_SIZE, INPUT_SIZE), np.uint8), mode))
@@ -135,5 +168,26 @@ def tta_views(faces: np.ndarray, mode: str = "none") -> list[np.ndarray]:
         views = [faces] + [shifted(faces, dx, dy) for dx, dy in ((-d, 0), (d, 0), (0, -d), (0, d))] \
             + [zoomed(faces, z) for z in MULTI_ZOOMS]
     else:
-        raise ValueError(f"unknown TTA mode {mode!r}; choose one of {', '.join(TTA_MODES)}")
+        check_tta(mode)
     return views + [np.ascontiguousarray(v[:, :, ::-1]) for v in views]
+
+
+MAX_BATCH = 256  # views a network run takes at most (average_views): bounds memory whatever the photo holds
+
+
+def average_views(predict: Callable[[np.ndarray], np.ndarray], faces: np.ndarray, mode: str = "none",
+                  max_batch: int = MAX_BATCH) -> np.ndarray:
+    """Mean probabilities (N, C) over a TTA mode's views: the one averaging the runtime and `ferkit
+    evaluate` share. `predict` maps uint8 faces (M, H, W) to probabilities (M, C); it is called on at
+    most `max_batch` views at a time (at least one face's views), so memory stays bounded."""
+    faces = np.ascontiguousarray(faces, dtype=np.uint8)
+    if faces.ndim != 3 or len(faces) == 0:
+        raise ValueError(f"faces must be a non-empty (N, H, W) uint8 array, got shape {faces.shape}")
+    n_views = tta_cost(check_tta(mode))
+    step = max(1, int(max_batch) // n_views)
+    out = []
+    for i in range(0, len(faces), step):
+        chunk = faces[i:i + step]
+        p = np.asarray(predict(np.concatenate(tta_views(chunk, mode))), dtype=np.float64)
+        out.append(p.reshape(n_views, len(chunk), -1).mean(axis=0))
+    return np.concatenate(out).astype(np.float32)

@@ -20,20 +20,34 @@ def _rgb(label: str) -> tuple[float, float, float]:
     return (r / 255, g / 255, b / 255)
 
 
+CHART_FORMATS = ("png", "svg", "pdf", "jpg", "jpeg", "webp", "tif", "tiff", "eps", "ps")
+
+
+def chart_format(path: str | Path | None) -> str:
+    """The file format a chart written to `path` gets (by its suffix; PNG without one); OutputError otherwise."""
+    fmt = Path(path).suffix.lower().lstrip(".") if path is not None else ""
+    if not fmt:
+        return "png"
+    if fmt not in CHART_FORMATS:
+        from ferkit.errors import OutputError
+
+        raise OutputError(f"{path}: cannot write a chart as .{fmt} (use .png, .svg, .pdf or .jpg)")
+    return fmt
+
+
 def _save(fig, path: str | Path | None) -> bytes | Path:
+    import io
+
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    FigureCanvasAgg(fig)
-    if path is None:
-        import io
+    from ferkit.fileio import atomic_write_bytes
 
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=100)
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format=chart_format(path), dpi=100)
+    if path is None:
         return buf.getvalue()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return path
+    return atomic_write_bytes(path, buf.getvalue())  # never a half-written chart
 
 
 def _face_thumb(image: np.ndarray, box, size: int = 128) -> np.ndarray:

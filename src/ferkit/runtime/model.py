@@ -13,12 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from ferkit.errors import ModelError  # noqa: F401 (re-exported)
-from ferkit.modelcard import INPUT_NAME, OUTPUT_NAME, RUNTIME_TTA, ModelCard
-from ferkit.preprocessing import INPUT_SIZE, normalize, to_face48, tta_cost, tta_views
+from ferkit.modelcard import INPUT_NAME, OUTPUT_NAME, ModelCard
+from ferkit.preprocessing import MAX_BATCH, average_views, check_tta, live_tta, normalize, to_face48
 from ferkit.runtime.session import create_session
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_MODEL = "fer2013-7"
+__all__ = ["DEFAULT_MODEL", "FacialExpressionModel", "ModelError", "WEIGHTS_DIR", "live_tta", "resolve_model_path",
+           "shipped_models"]
 
 
 def shipped_models() -> list[str]:
@@ -41,9 +43,9 @@ def resolve_model_path(path: str | Path | None = None) -> Path:
     return p
 
 
-def live_tta(card_tta: str) -> str:
-    """The TTA live paths use by default: the card's, at most flip (2 runs a face)."""
-    return card_tta if tta_cost(card_tta) <= tta_cost("flip") else "flip"
+def _dims(shape) -> list:
+    """An onnxruntime shape with symbolic/unknown dimensions as None."""
+    return [d if isinstance(d, int) and d > 0 else None for d in shape]
 
 
 class FacialExpressionModel:
@@ -54,38 +56,51 @@ class FacialExpressionModel:
     """
 
     def __init__(self, path: str | Path | None = None, *, threads: int | None = None, tta: str | None = None,
-                 live: bool = False):
-        """`tta` overrides the card's test-time augmentation. `live` (webcam, video, streams) caps the
-        card's choice at flip when it asks for more views (crops, multi): a tracked face is averaged over
-        frames anyway, and 16 views a face would cut the frame rate several times."""
+                 live: bool = False, max_batch: int = MAX_BATCH):
+        """`tta` overrides the card's test-time augmentation. `live` (webcam, video, streams): the TTA
+        `ferkit.preprocessing.live_tta` picks for frames. `max_batch`: views one network run takes at
+        most, so memory is bounded by it, not by the number of faces in a photo."""
         self.path = resolve_model_path(path)
         card_path = self.path.with_suffix(".json")
         if not card_path.is_file():
             raise ModelError(f"{self.path}: its model card {card_path.name} is missing beside it")
-        try:
-            self.card = ModelCard.load(card_path)
-        except (ValueError, TypeError) as exc:
-            raise ModelError(f"{card_path}: not a valid model card ({exc})") from None
+        self.card = ModelCard.load(card_path)  # checked: ModelError naming the card
         self.classes: tuple[str, ...] = tuple(self.card.classes)
-        card_tta = self.card.tta or "none"
-        if card_tta not in RUNTIME_TTA:
-            raise ModelError(f"{card_path}: unknown tta {card_tta!r} (expected {' or '.join(RUNTIME_TTA)})")
-        if tta is not None and tta not in RUNTIME_TTA:
-            raise ModelError(f"tta {tta!r}: choose {' or '.join(RUNTIME_TTA)}")
-        self.tta = tta or (live_tta(card_tta) if live else card_tta)
+        self.input_size, self.mean, self.std = self.card.input_size, self.card.mean, self.card.std
+        if tta is not None:
+            check_tta(tta, "tta", ModelError)
+        self.tta = live_tta(self.card.tta, tta) if live else (tta or self.card.tta)
+        if int(max_batch) < 1:
+            raise ModelError(f"max_batch {max_batch}: must be 1 or more")
+        self.max_batch = int(max_batch)
         try:
             self.session = create_session(self.path, threads)
         except Exception as exc:  # onnxruntime raises its own exception types
-            raise ModelError(f"{self.path}: onnxruntime cannot load it ({exc})") from None
+            raise ModelError(f"{self.path}: onnxruntime cannot load it ({str(exc).strip().splitlines()[0][:300]})") from None
+        self._check_graph(card_path)
+
+    def _check_graph(self, card_path: Path) -> None:
+        """The ONNX graph must take and give what the card says (names, shape, type)."""
         inputs = {i.name: i for i in self.session.get_inputs()}
-        outputs = {o.name for o in self.session.get_outputs()}
+        outputs = {o.name: o for o in self.session.get_outputs()}
         if INPUT_NAME not in inputs or OUTPUT_NAME not in outputs:
             raise ModelError(
                 f"{self.path}: expected input {INPUT_NAME!r} and output {OUTPUT_NAME!r}, "
                 f"found {sorted(inputs)} -> {sorted(outputs)}"
             )
-        shape = self.session.get_outputs()[0].shape
-        if len(shape) == 2 and isinstance(shape[1], int) and shape[1] != len(self.classes):
+        graph_in = inputs[INPUT_NAME]
+        dims, want = _dims(graph_in.shape), [None, 1, self.input_size, self.input_size]
+        if len(dims) != 4 or any(d is not None and d != w for d, w in zip(dims[1:], want[1:])) \
+                or dims[0] not in (None,):
+            shown = "[" + ", ".join("N" if d is None else str(d) for d in dims) + "]"
+            raise ModelError(f"{self.path}: its input {INPUT_NAME!r} has shape {shown} but its card "
+                             f"{card_path.name} says [N, 1, {self.input_size}, {self.input_size}]")
+        if graph_in.type != "tensor(float)":
+            raise ModelError(f"{self.path}: its input {INPUT_NAME!r} is {graph_in.type}, not float32 as its card says")
+        shape = _dims(outputs[OUTPUT_NAME].shape)
+        if len(shape) != 2:
+            raise ModelError(f"{self.path}: its output {OUTPUT_NAME!r} has rank {len(shape)}, not 2 (faces x classes)")
+        if shape[1] is not None and shape[1] != len(self.classes):
             raise ModelError(f"{self.path}: outputs {shape[1]} classes but its card lists {len(self.classes)}")
 
     @property
@@ -97,25 +112,26 @@ class FacialExpressionModel:
 
     # -- inference --------------------------------------------------------------------------------
     def faces48(self, faces: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
-        """Face crops (a list of any-size images, or a (N,48,48) uint8 array) -> (N,48,48) uint8 grey."""
-        if isinstance(faces, np.ndarray) and faces.ndim == 3 and faces.shape[1:] == (INPUT_SIZE, INPUT_SIZE) \
-                and faces.dtype == np.uint8:
+        """Face crops (a list of any-size images, or a (N,S,S) uint8 array) -> (N,S,S) uint8 grey, S the card's
+        input size (48 for every shipped model)."""
+        s = self.input_size
+        if isinstance(faces, np.ndarray) and faces.ndim == 3 and faces.shape[1:] == (s, s) and faces.dtype == np.uint8:
             return faces
-        return np.stack([to_face48(f) for f in faces]) if len(faces) else \
-            np.zeros((0, INPUT_SIZE, INPUT_SIZE), np.uint8)
+        return np.stack([to_face48(f, s) for f in faces]) if len(faces) else np.zeros((0, s, s), np.uint8)
 
     def preprocess(self, faces: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
-        """Face crops -> (N,1,48,48) float32 network input (no test-time augmentation)."""
-        return normalize(self.faces48(faces))
+        """Face crops -> (N,1,S,S) float32 network input, normalised as the card's `input` block says (no TTA)."""
+        return normalize(self.faces48(faces), self.mean, self.std)
+
+    def _run(self, faces: np.ndarray) -> np.ndarray:
+        return self.session.run([OUTPUT_NAME], {INPUT_NAME: normalize(faces, self.mean, self.std)})[0]
 
     def predict_proba(self, faces: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
-        """Probabilities (N, C) in `classes` order: the mean over the card's test-time augmentation views."""
+        """Probabilities (N, C) in `classes` order: the mean over the TTA views, at most `max_batch` views a run."""
         faces = self.faces48(faces)
         if len(faces) == 0:
             return np.zeros((0, len(self.classes)), np.float32)
-        views = tta_views(faces, self.tta)
-        p = self.session.run([OUTPUT_NAME], {INPUT_NAME: normalize(np.concatenate(views))})[0]
-        return p.reshape(len(views), len(faces), -1).mean(axis=0, dtype=np.float64).astype(np.float32)
+        return average_views(self._run, faces, self.tta, self.max_batch)
 
     def predict_batch(self, faces: np.ndarray | Sequence[np.ndarray]) -> list[tuple[str, dict[str, float]]]:
         """[(label, {class: probability}), ...] for a batch of face crops."""

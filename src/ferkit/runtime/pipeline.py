@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +28,8 @@ class FaceResult:
     label: str
     probabilities: dict[str, float]
     landmarks: list[list[float]] | None = None
-    track_id: int | None = None  # set by video tracking
-    extra: dict[str, Any] = field(default_factory=dict)
+    track_id: int | None = None  # set by tracking (ferkit.runtime.tracking)
+    raw_label: str | None = None  # set by tracking: this frame's own label, before smoothing over frames
 
     @property
     def confidence(self) -> float:
@@ -89,8 +89,8 @@ class Analyzer:
                  detector: FaceDetector | str = "auto", framing: Framing | None = None,
                  min_score: float = 0.5, max_side: int | None = 640, threads: int | None = None,
                  live: bool = False):
-        """`live`: frames of a webcam, video or stream -- the model's TTA is capped at flip (see
-        FacialExpressionModel) unless a FacialExpressionModel with its own TTA is passed in."""
+        """`live`: frames of a webcam, video or stream -- the model runs the TTA
+        `ferkit.preprocessing.live_tta` picks (unless a FacialExpressionModel is passed in)."""
         self.model = model if isinstance(model, FacialExpressionModel) else \
             FacialExpressionModel(model, threads=threads, live=live)
         if isinstance(detector, str):
@@ -115,7 +115,7 @@ class Analyzer:
         from ferkit.preprocessing import to_gray_uint8
 
         gray = to_gray_uint8(bgr)
-        crops = np.stack([crop_face(gray, d, self.framing) for d in dets])
+        crops = np.stack([crop_face(gray, d, self.framing, self.model.input_size) for d in dets])
         probs = self.model.predict_proba(crops)
         return [
             FaceResult(

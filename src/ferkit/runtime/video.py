@@ -1,11 +1,15 @@
-"""Video: read any file OpenCV can, track faces across frames with smoothed probabilities, and write a
-browser-playable annotated video, a per-frame CSV and an emotions-over-time plot.
+"""Video: read any file OpenCV can, track faces across frames with smoothed probabilities
+(`ferkit.runtime.tracking`), and write a browser-playable annotated video, a per-frame CSV and an
+emotions-over-time plot.
 
 Writing: OpenCV's wheels cannot encode H.264 (no libx264 for licence reasons) and their VP9 runs at
 ~90 ms per 640x480 frame. We pipe frames to the ffmpeg binary that `imageio-ffmpeg` ships (libx264,
 ~5 ms per frame, `+faststart` so browsers start playing at once). Without imageio-ffmpeg the writer
 falls back to OpenCV's VP8 WebM, which browsers play as well. The source's sound track, if it has
 one, is then muxed into the annotated video by the same ffmpeg (AAC in MP4, Opus in WebM).
+
+Outputs are written under temporary names beside their targets and renamed into place only when the
+whole job has succeeded: a failed or interrupted job leaves no partial file behind.
 """
 
 from __future__ import annotations
@@ -13,13 +17,15 @@ from __future__ import annotations
 import csv
 import math
 import os
+import secrets
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ferkit.errors import VideoError  # noqa: F401 (re-exported)
+from ferkit.errors import UsageError, VideoError  # noqa: F401 (re-exported)
+from ferkit.fileio import atomic_write_bytes, input_file
 
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # ffmpeg's own complaints: we raise clearer errors
 
@@ -28,6 +34,7 @@ import numpy as np  # noqa: E402
 
 from ferkit.runtime.draw import draw_results
 from ferkit.runtime.pipeline import Analyzer, FaceResult
+from ferkit.runtime.tracking import FaceTracker
 
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ogv", ".3gp", ".gif", ".y4m"}
 
@@ -42,22 +49,51 @@ class VideoInfo:
     frame_count: int  # as the container claims; 0 when unknown
 
 
-def open_video(path: str | Path) -> tuple[cv2.VideoCapture, VideoInfo]:
+def open_video(path: str | Path, max_pixels: int | None = None) -> tuple[cv2.VideoCapture, VideoInfo]:
+    """Open a video file for reading; VideoError naming it if it cannot be read or if its frames have more
+    than `max_pixels` pixels (default `ferkit.images.MAX_PIXELS`), said before any frame is decoded."""
+    from ferkit.images import MAX_PIXELS
+
     p = Path(path)
-    if p.is_dir():
-        raise VideoError(f"{p}: is a directory, not a video")
-    if not p.exists():
-        raise VideoError(f"{p}: no such file")
-    if p.stat().st_size == 0:
-        raise VideoError(f"{p}: empty file (0 bytes)")
+    input_file(p, "a video", VideoError)
     cap = cv2.VideoCapture(str(p))
     if not cap.isOpened():
-        raise VideoError(f"{p}: not a readable video (unknown format, or truncated before its index)")
+        cap.release()
+        raise VideoError(f"{p}: {why_no_frames(p, 'not a readable video (unknown format, or truncated before its index)')}")
     fps = cap.get(cv2.CAP_PROP_FPS)
     fps = fps if fps and math.isfinite(fps) and 0 < fps < 1000 else 25.0
     info = VideoInfo(str(p), fps, int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
                      max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT))))
+    limit = MAX_PIXELS if max_pixels is None else max_pixels
+    if info.width * info.height > limit:
+        cap.release()
+        raise VideoError(f"{p}: {info.width}x{info.height} frames are over the limit of {limit:,} pixels")
     return cap, info
+
+
+def probe_streams(path: str | Path) -> tuple[bool, bool] | None:
+    """(has a video stream, has an audio stream) as ffmpeg sees the file (cover art is not video);
+    None without imageio-ffmpeg or when ffmpeg cannot tell."""
+    exe = ffmpeg_exe()
+    if exe is None:
+        return None
+    try:
+        probe = subprocess.run([exe, "-hide_banner", "-i", str(path)], capture_output=True, timeout=60)
+    except (subprocess.TimeoutExpired, OSError):
+        return None
+    streams = [line for line in probe.stderr.splitlines() if b"Stream #" in line]
+    if not streams:
+        return None
+    video = any(b"Video:" in line and b"attached pic" not in line for line in streams)
+    return video, any(b"Audio:" in line for line in streams)
+
+
+def why_no_frames(path: str | Path, default: str) -> str:
+    """What to say about a file that gave no frame: 'no video stream' when ffmpeg sees only sound."""
+    streams = probe_streams(path)
+    if streams is not None and not streams[0]:
+        return "no video stream (only sound)" if streams[1] else "no video stream"
+    return default
 
 
 def frames(cap: cv2.VideoCapture) -> Iterator[np.ndarray]:
@@ -116,16 +152,16 @@ class VideoWriter:
             try:
                 self._proc.stdin.write(np.ascontiguousarray(frame).tobytes())
             except BrokenPipeError:
-                raise VideoError(f"{self.path}: ffmpeg stopped: {self._proc.stderr.read().decode(errors='replace')}") from None
+                raise VideoError(f"{self.path}: ffmpeg stopped: {_last_line(self._proc.stderr.read())}") from None
         else:
             self._cv.write(frame)
 
     def close(self) -> None:
         if self._proc is not None:
             self._proc.stdin.close()
-            err = self._proc.stderr.read().decode(errors="replace")
+            err = self._proc.stderr.read()
             if self._proc.wait() != 0:
-                raise VideoError(f"{self.path}: ffmpeg failed: {err.strip()[-500:]}")
+                raise VideoError(f"{self.path}: ffmpeg failed: {_last_line(err)}")
             self._proc = None
         elif self._cv is not None:
             self._cv.release()
@@ -138,16 +174,17 @@ class VideoWriter:
         self.close()
 
 
+def _last_line(stderr: bytes | str) -> str:
+    """ffmpeg's reason: the last non-empty line it wrote (its error), or a plain word when it said nothing."""
+    text = stderr.decode(errors="replace") if isinstance(stderr, bytes) else stderr
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "no message from ffmpeg"
+
+
 def has_audio(path: str | Path) -> bool:
     """Whether ffmpeg sees an audio stream in the file (False without imageio-ffmpeg)."""
-    exe = ffmpeg_exe()
-    if exe is None:
-        return False
-    try:
-        probe = subprocess.run([exe, "-hide_banner", "-i", str(path)], capture_output=True, timeout=60)
-    except subprocess.TimeoutExpired:
-        return False
-    return any(b"Stream #" in line and b"Audio:" in line for line in probe.stderr.splitlines())
+    streams = probe_streams(path)
+    return bool(streams and streams[1])
 
 
 def copy_audio(src: str | Path, video: str | Path, seconds: float) -> str | None:
@@ -156,7 +193,7 @@ def copy_audio(src: str | Path, video: str | Path, seconds: float) -> str | None
     exe, video = ffmpeg_exe(), Path(video)
     if exe is None or not has_audio(src):
         return None
-    tmp = video.with_name(f".{video.stem}.with-audio{video.suffix}")
+    tmp = partial_path(video)
     audio = (["-c:a", "aac", "-b:a", "128k", "-movflags", "+faststart"] if video.suffix.lower() == ".mp4" else
              ["-c:a", "libopus", "-b:a", "96k"])
     cmd = [exe, "-y", "-loglevel", "error", "-i", str(video), "-t", f"{seconds:.3f}", "-i", str(src),
@@ -174,69 +211,6 @@ def copy_audio(src: str | Path, video: str | Path, seconds: float) -> str | None
     return None
 
 
-# -- tracking -----------------------------------------------------------------------------------------
-def box_iou(a, b) -> float:
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = w * h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-@dataclass
-class Track:
-    id: int
-    box: np.ndarray
-    probs: np.ndarray
-    last_seen: int
-    hits: int = 1
-
-
-class FaceTracker:
-    """Greedy IoU matching of faces between analysed frames; an exponential moving average of each
-    track's probabilities (weight `alpha` on the newest frame) steadies labels that would flicker."""
-
-    def __init__(self, classes, alpha: float = 0.4, iou: float = 0.3, max_age: int = 10):
-        self.classes = tuple(classes)
-        self.alpha, self.iou, self.max_age = alpha, iou, max_age
-        self.tracks: dict[int, Track] = {}
-        self._next = 1
-
-    def update(self, faces: list[FaceResult], step: int) -> list[FaceResult]:
-        """Assign track ids and smoothed probabilities/labels to this step's faces (in place)."""
-        pairs = sorted(((box_iou(t.box, f.box), tid, i) for tid, t in self.tracks.items() for i, f in enumerate(faces)),
-                       reverse=True)
-        used_t, used_f = set(), set()
-        assign: dict[int, int] = {}
-        for v, tid, i in pairs:
-            if v < self.iou:
-                break
-            if tid in used_t or i in used_f:
-                continue
-            used_t.add(tid), used_f.add(i)
-            assign[i] = tid
-        for i, f in enumerate(faces):
-            p = np.array([f.probabilities[c] for c in self.classes], dtype=np.float64)
-            raw_label = f.label
-            if i in assign:
-                t = self.tracks[assign[i]]
-                t.probs = self.alpha * p + (1 - self.alpha) * t.probs
-                t.box = 0.6 * np.asarray(f.box) + 0.4 * t.box  # a little box smoothing against jitter
-                t.last_seen, t.hits = step, t.hits + 1
-            else:
-                t = Track(self._next, np.asarray(f.box, dtype=np.float64), p, step)
-                self.tracks[t.id] = t
-                self._next += 1
-            f.track_id = t.id
-            f.box = tuple(float(v) for v in t.box)
-            f.probabilities = {c: float(v) for c, v in zip(self.classes, t.probs)}
-            f.label = self.classes[int(np.argmax(t.probs))]
-            f.extra["raw_label"] = raw_label
-        for tid in [k for k, t in self.tracks.items() if step - t.last_seen > self.max_age]:
-            del self.tracks[tid]
-        return faces
-
-
 # -- the whole job ------------------------------------------------------------------------------------
 @dataclass
 class VideoReport:
@@ -252,10 +226,7 @@ class VideoReport:
     tracks: int
     seconds: float  # wall time of the job
     warnings: list[str] = field(default_factory=list)
-
-    @property
-    def ended_early(self) -> bool:
-        return any("ended early" in w for w in self.warnings)
+    ended_early: bool = False  # the file gave fewer frames than it announces (truncated or corrupt)
 
     def to_dict(self) -> dict:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
@@ -271,31 +242,45 @@ def output_paths(src: str | Path, out: str | Path | None) -> tuple[Path, Path, P
         base = video.with_suffix("")
     else:
         folder = Path(out) if out is not None else Path(f"{src.stem}_ferkit")
-        video = folder / f"{src.stem}.annotated.mp4"
+        video = folder / f"{src.stem}.annotated{'.mp4' if ffmpeg_exe() else '.webm'}"  # H.264 needs ferkit[video]
         base = folder / src.stem
     return video, base.with_name(base.name + ".csv"), base.with_name(base.name + ".emotions.png")
 
 
+def partial_path(path: Path) -> Path:
+    """A hidden temporary name beside `path`, with its suffix (ffmpeg picks the container from it)."""
+    return path.with_name(f".{path.stem}.partial-{secrets.token_hex(4)}{path.suffix}")
+
+
+def check_frame_limit(max_frames: int | None, option: str = "--max-frames") -> None:
+    if max_frames is not None and (isinstance(max_frames, bool) or int(max_frames) < 1):
+        raise UsageError(f"{option} must be 1 or more, not {max_frames} (leave it out for no limit)")
+
+
 def process_video(src: str | Path, out: str | Path | None = None, *, analyzer: Analyzer | None = None,
                   every: int = 1, alpha: float = 0.4, max_frames: int | None = None, audio: bool = True,
-                  progress: Callable[[int, int], None] | None = None) -> VideoReport:
+                  progress: Callable[[int, int], None] | None = None, max_pixels: int | None = None) -> VideoReport:
     """Annotate a video file. Returns what was written and any warnings (e.g. the file ended early).
 
     every: analyse every Nth frame (the others are written with the latest boxes and labels).
     alpha: weight of the newest frame in each face's moving average of probabilities (1 = no smoothing).
+    max_frames: stop after this many frames (None: the whole file).
     audio: copy the source's sound track into the annotated video.
     progress: called as progress(frames_done, frames_expected) after each frame.
+    max_pixels: refuse frames larger than this (default `ferkit.images.MAX_PIXELS`).
+    Nothing is left behind when the job fails: the outputs appear, complete, only at the end.
     """
     from ferkit.runtime.charts import timeline_chart
     from ferkit.runtime.pipeline import get_analyzer
 
     if every < 1:
-        raise VideoError(f"--every must be 1 or more, not {every}")
+        raise UsageError(f"--every must be 1 or more, not {every}")
     if not 0 < alpha <= 1:
-        raise VideoError(f"smoothing weight must be in (0, 1], not {alpha}")
-    analyzer = analyzer or get_analyzer(live=True)
-    cap, info = open_video(src)
+        raise UsageError(f"smoothing weight must be in (0, 1], not {alpha}")
+    check_frame_limit(max_frames)
     video_path, csv_path, plot_path = output_paths(src, out)
+    cap, info = open_video(src, max_pixels)
+    analyzer = analyzer or get_analyzer(live=True)
     classes = analyzer.classes
     tracker = FaceTracker(classes, alpha=alpha, max_age=max(3, 10 // every + 2))
     times: dict[int, list[float]] = {}
@@ -304,45 +289,76 @@ def process_video(src: str | Path, out: str | Path | None = None, *, analyzer: A
     n = analysed = rows = 0
     current: list[FaceResult] = []
     warnings: list[str] = []
+    made = _make_folders({video_path.parent, csv_path.parent, plot_path.parent})
+    tmp_video, tmp_csv = partial_path(video_path), partial_path(csv_path)
     writer = None
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with open(csv_path, "w", newline="") as fh:
-            out_csv = csv.writer(fh)
-            out_csv.writerow(["frame", "time_s", "face", "x1", "y1", "x2", "y2", "score", "label", "confidence",
-                              "raw_label", *classes])
-            for frame in frames(cap):
-                if writer is None:
-                    writer = VideoWriter(video_path, info.fps, (frame.shape[1], frame.shape[0]))
-                if n % every == 0:
-                    current = tracker.update(analyzer.analyze(frame), analysed)
-                    analysed += 1
-                    t = n / info.fps
-                    for f in current:
-                        out_csv.writerow([n, f"{t:.3f}", f.track_id, *(f"{v:.1f}" for v in f.box), f"{f.score:.3f}",
-                                          f.label, f"{f.confidence:.4f}", f.extra.get("raw_label", f.label),
-                                          *(f"{f.probabilities[c]:.4f}" for c in classes)])
-                        times.setdefault(f.track_id, []).append(t)
-                        probs.setdefault(f.track_id, []).append([f.probabilities[c] for c in classes])
-                        rows += 1
-                writer.write(draw_results(frame, current, show_id=True))
-                n += 1
-                if progress:
-                    progress(n, info.frame_count)
-                if max_frames and n >= max_frames:
-                    break
-    finally:
-        cap.release()
-        if writer is not None:
-            writer.close()
-    if n == 0:
-        raise VideoError(f"{src}: no frame could be decoded (empty or corrupt video)")
-    if not max_frames and info.frame_count and n < info.frame_count - 2 and n < 0.97 * info.frame_count:
-        warnings.append(f"{src}: ended early: read {n} of the {info.frame_count} frames the file announces "
-                        "(truncated or corrupt); the outputs cover the frames read")
-    if audio and (problem := copy_audio(src, video_path, n / info.fps)):
-        warnings.append(problem)
-    timeline_chart(times, {k: np.asarray(v) for k, v in probs.items()}, classes, plot_path,
-                   title=f"Emotions over time — {Path(src).name}")
+        try:
+            with open(tmp_csv, "w", newline="") as fh:
+                out_csv = csv.writer(fh)
+                out_csv.writerow(["frame", "time_s", "face", "x1", "y1", "x2", "y2", "score", "label", "confidence",
+                                  "raw_label", *classes])
+                for frame in frames(cap):
+                    if writer is None:
+                        writer = VideoWriter(tmp_video, info.fps, (frame.shape[1], frame.shape[0]))
+                    if n % every == 0:
+                        current = tracker.update(analyzer.analyze(frame), analysed)
+                        analysed += 1
+                        t = n / info.fps
+                        for f in current:
+                            out_csv.writerow([n, f"{t:.3f}", f.track_id, *(f"{v:.1f}" for v in f.box), f"{f.score:.3f}",
+                                              f.label, f"{f.confidence:.4f}", f.raw_label or f.label,
+                                              *(f"{f.probabilities[c]:.4f}" for c in classes)])
+                            times.setdefault(f.track_id, []).append(t)
+                            probs.setdefault(f.track_id, []).append([f.probabilities[c] for c in classes])
+                            rows += 1
+                    writer.write(draw_results(frame, current, show_id=True))
+                    n += 1
+                    if progress:
+                        progress(n, info.frame_count)
+                    if max_frames and n >= max_frames:
+                        break
+        finally:
+            cap.release()
+            if writer is not None:
+                writer.close()
+        if n == 0:
+            raise VideoError(f"{src}: {why_no_frames(src, 'no frame could be decoded (empty or corrupt video)')}")
+        ended_early = bool(not max_frames and info.frame_count and n < info.frame_count - 2
+                           and n < 0.97 * info.frame_count)
+        if ended_early:
+            warnings.append(f"{src}: ended early: read {n} of the {info.frame_count} frames the file announces "
+                            "(truncated or corrupt); the outputs cover the frames read")
+        if audio and (problem := copy_audio(src, tmp_video, n / info.fps)):
+            warnings.append(problem)
+        plot = timeline_chart(times, {k: np.asarray(v) for k, v in probs.items()}, classes, None,
+                              title=f"Emotions over time — {Path(src).name}")
+        try:
+            os.replace(tmp_video, video_path)
+            os.replace(tmp_csv, csv_path)
+        except OSError as exc:
+            raise VideoError(f"cannot write {video_path.parent}: {exc.strerror or exc}") from None
+        atomic_write_bytes(plot_path, plot)
+    except BaseException:
+        for tmp in (tmp_video, tmp_csv):
+            tmp.unlink(missing_ok=True)
+        for folder in sorted(made, key=lambda d: len(d.parts), reverse=True):
+            try:
+                folder.rmdir()  # only folders this job made, and only when empty
+            except OSError:
+                pass
+        raise
     return VideoReport(str(src), video_path, csv_path, plot_path, info.fps, n, analysed, info.frame_count, rows,
-                       len(times), time.perf_counter() - t0, warnings)
+                       len(times), time.perf_counter() - t0, warnings, ended_early)
+
+
+def _make_folders(folders: set[Path]) -> list[Path]:
+    """Create the output folders; returns the ones that did not exist (removed again if the job fails)."""
+    from ferkit.fileio import ensure_dir
+
+    made = []
+    for folder in folders:
+        missing = [d for d in (folder, *folder.parents) if not d.exists()]
+        ensure_dir(folder)
+        made.extend(missing)
+    return made

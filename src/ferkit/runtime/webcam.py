@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from ferkit.errors import DisplayError  # noqa: F401 (re-exported)
-from ferkit.runtime.draw import draw_fps, draw_results
+from ferkit.errors import DisplayError, VideoError  # noqa: F401 (re-exported)
 from ferkit.runtime.pipeline import Analyzer
-from ferkit.runtime.video import FaceTracker, VideoError
+from ferkit.runtime.tracking import live_frames
 
 SERVE_HINT = ("run `ferkit serve` and open http://127.0.0.1:8000 in a browser on the machine with the camera: "
               "the page uses the browser's own webcam")
@@ -34,41 +32,29 @@ def opencv_has_gui() -> bool:
     return "GUI:                           NONE" not in cv2.getBuildInformation()
 
 
-def open_source(source: str | int) -> cv2.VideoCapture:
+def open_source(source: str | int, max_pixels: int | None = None) -> cv2.VideoCapture:
+    """A camera index (0, 1, ...) or a video file, opened for reading (files: see `ferkit.runtime.video.open_video`)."""
     src: str | int = int(source) if isinstance(source, int) or str(source).isdigit() else str(source)
     if isinstance(src, str):
+        from ferkit.runtime.video import open_video
+
         p = Path(src)
-        if not p.is_file():
+        if not p.exists() and not p.is_symlink():
             raise VideoError(f"{p}: no such video file")
+        return open_video(p, max_pixels)[0]
     cap = cv2.VideoCapture(src)
     if not cap.isOpened():
-        if isinstance(src, int):
-            raise VideoError(f"cannot open camera {src}: no camera there, or no permission to use it "
-                             "(try another index, or --source FILE to play a video)")
-        raise VideoError(f"{src}: not a readable video")
+        raise VideoError(f"cannot open camera {src}: no camera there, or no permission to use it "
+                         "(try another index, or --source FILE to play a video)")
     return cap
-
-
-def live_frames(cap, analyzer: Analyzer, every: int = 1, max_frames: int | None = None):
-    """Yield annotated frames with faces, labels (smoothed over frames) and FPS."""
-    tracker = FaceTracker(analyzer.classes, alpha=0.5)
-    faces, fps, last, n = [], 0.0, time.perf_counter(), 0
-    while max_frames is None or n < max_frames:
-        ok, frame = cap.read()
-        if not ok or frame is None:
-            return
-        if n % every == 0:
-            faces = tracker.update(analyzer.analyze(frame), n // every)
-        now = time.perf_counter()
-        fps = 1 / max(now - last, 1e-6) if fps == 0 else 0.9 * fps + 0.1 / max(now - last, 1e-6)
-        last = now
-        n += 1
-        yield draw_fps(draw_results(frame, faces), fps), faces, fps
 
 
 def run_webcam(source: str | int, analyzer: Analyzer, every: int = 1, max_frames: int | None = None,
                title: str = "ferkit — press q to quit") -> int:
     """Show the live window until q/Esc, the window is closed or the source ends. Returns frames shown."""
+    from ferkit.runtime.video import check_frame_limit
+
+    check_frame_limit(max_frames)
     if not has_display():
         raise DisplayError(f"no display here (DISPLAY is not set), so no window can open. Instead, {SERVE_HINT}")
     cap = open_source(source)
