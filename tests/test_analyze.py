@@ -217,9 +217,17 @@ def test_rerun_of_a_finished_job_redoes_only_failures(corpus, reference, tmp_pat
     assert {p: p.stat().st_mtime_ns for p in (out / "faces").glob("*.parquet")} == before
 
 
-def test_other_settings_are_refused(corpus, reference):
+def test_other_settings_are_refused(corpus, reference, tmp_path):
+    before = sorted(p.name for p in (reference[0] / "status").iterdir())
     r = subprocess.run(analyze_cmd(corpus, reference[0], "--every", "2"), capture_output=True, text=True, timeout=300)
     assert_one_line_error(r, str(reference[0]), "every: 1 -> 2", "--overwrite")
+    assert sorted(p.name for p in (reference[0] / "status").iterdir()) == before
+    out = tmp_path / "copy"
+    shutil.copytree(reference[0], out)
+    r = run_cli("analyze", corpus.images[0], "-o", out, "--every", "2", "--overwrite", "--workers", "1")
+    assert r.returncode == 0, r.stderr
+    assert ferkit.read_results(out, table="status")["source"].tolist() == [str(corpus.images[0])]
+    assert set(ferkit.read_results(out)["source"]) == {str(corpus.images[0])}
 
 
 def test_report(reference, corpus, tmp_path):

@@ -87,3 +87,13 @@ def test_ray_cli_resumes_like_the_local_pool(cluster, corpus, local, tmp_path):
         pd.testing.assert_frame_equal(got, want)
     for p, mtime in kept.items():  # the video went on from its last remaining part
         assert p.stat().st_mtime_ns == mtime
+
+
+def test_no_cluster_at_the_address(corpus, tmp_path):
+    """Nothing listening there: one line naming the address, at once (Ray alone would retry for minutes),
+    and no results folder made."""
+    from _fer_small import assert_one_line_error, run_cli
+
+    r = run_cli("analyze", corpus.images[0], "-o", tmp_path / "r", "--ray-address", "127.0.0.1:9", timeout=120)
+    assert_one_line_error(r, "127.0.0.1:9", "no Ray cluster answers")
+    assert not (tmp_path / "r").exists()

@@ -10,11 +10,26 @@ from __future__ import annotations
 
 import os
 import queue
+import socket
 import threading
 from collections.abc import Iterator
 
 from ferkit.batch.settings import Settings
-from ferkit.errors import FerkitError, require_extra
+from ferkit.errors import FerkitError, UsageError, require_extra
+
+
+def check_reachable(address: str | None, what: str, timeout: float = 10.0) -> None:
+    """Fail at once, naming the address, when nothing listens there (Ray itself would retry for minutes)."""
+    if not address or address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"{what} {address}: expected host:port or ray://host:port")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise FerkitError(f"{what} {address}: no Ray cluster answers there ({exc.strerror or exc})") from None
 
 
 class _Analyser:
@@ -46,11 +61,13 @@ class RayPool:
         self.ray, self.settings = ray, settings
         self.owns_ray = not ray.is_initialized()
         if self.owns_ray:
+            check_reachable(address, "--ray-address")
+            check_reachable(os.environ.get("RAY_ADDRESS") if not address else None, "RAY_ADDRESS")
             try:
                 ray.init(address=address or None, include_dashboard=False, log_to_driver=False,
                          logging_level="ERROR", configure_logging=True)
             except ConnectionError as exc:
-                raise FerkitError(f"--ray-address {address}: cannot connect to a Ray cluster there ({exc})") from None
+                raise FerkitError(f"{address or 'ray'}: cannot connect to a Ray cluster there ({exc})") from None
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.workers = max(1, min(workers or cpus, cpus))
         self.actor_class = ray.remote(num_cpus=1)(_Analyser)

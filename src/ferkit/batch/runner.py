@@ -91,8 +91,8 @@ def run_job(sources_args: list[str], results: str | Path, *, model: str | None =
     if not sources:
         raise UsageError("SOURCES name no image or video files" + (f" ({warnings[0]})" if warnings else ""))
     store = Store(results)
-    store.open(settings, overwrite=overwrite)
-    done_before = store.done_keys()
+    store.check(settings, overwrite=overwrite)
+    done_before = set() if overwrite else store.done_keys()
     todo = _order([s for s in sources if s.key not in done_before])
     summary = Summary(results, sources=len(sources), skipped=len(sources) - len(todo), warnings=warnings)
     if not todo:
@@ -101,13 +101,14 @@ def run_job(sources_args: list[str], results: str | Path, *, model: str | None =
     if ray or ray_address:
         from ferkit.batch.ray_backend import RayPool
 
-        pool = RayPool(settings, workers, ray_address)
+        pool = RayPool(settings, workers, ray_address)  # connects (or fails) before RESULTS is touched
         summary.backend = "Ray"
     else:
         from ferkit.batch.local import LocalPool
 
         n = min(workers or usable_cores(), len(tasks))
         pool = LocalPool(settings, n, threads=max(1, usable_cores() // n))
+    store.open(settings, overwrite=overwrite)
     summary.workers = pool.workers
     enabled = sys.stderr.isatty() if progress is None else progress
     src_bar, frame_bar = _bars(enabled, len(tasks), sum(s.kind == "video" for s in todo))

@@ -68,25 +68,30 @@ class Store:
         self.faces_dir, self.status_dir = self.root / FACES, self.root / STATUS
 
     # -- the job's settings ---------------------------------------------------------------------------
-    def open(self, settings: Settings, overwrite: bool = False) -> None:
-        """Create the folder, or check that its earlier parts were made with the same settings."""
-        ensure_dir(self.root)
-        job = self.root / JOB_FILE
-        if overwrite:
-            for sub in (self.faces_dir, self.status_dir):
-                shutil.rmtree(sub, ignore_errors=True)
-            job.unlink(missing_ok=True)
-        if job.is_file():
-            old = self.settings()
-            diffs = old.differences(settings)
+    def check(self, settings: Settings, overwrite: bool = False) -> None:
+        """Refuse (before any work) a folder of other files, or results made with other settings."""
+        if overwrite or not self.root.exists():
+            return
+        if not self.root.is_dir():
+            ensure_dir(self.root)  # the error that names a file in the way
+        if (self.root / JOB_FILE).is_file():
+            diffs = self.settings().differences(settings)
             if diffs:
                 raise UsageError(f"{self.root}: holds results made with other settings ({'; '.join(diffs)}); "
                                  "write to a new folder, or pass --overwrite to start again")
-        elif any(self.root.iterdir()) and not (self.faces_dir.exists() or self.status_dir.exists()):
-            if not overwrite:
-                raise UsageError(f"{self.root}: is a folder of other files, not ferkit results; name a new or empty folder")
+        elif any(self.root.iterdir()):
+            raise UsageError(f"{self.root}: is a folder of other files, not ferkit results; name a new or empty folder")
+
+    def open(self, settings: Settings, overwrite: bool = False) -> None:
+        """Create the folder (emptied of earlier results with `overwrite`) and record the settings."""
+        self.check(settings, overwrite)
+        ensure_dir(self.root)
+        if overwrite:
+            for sub in (self.faces_dir, self.status_dir):
+                shutil.rmtree(sub, ignore_errors=True)
         ensure_dir(self.faces_dir), ensure_dir(self.status_dir)
-        atomic_write_json(job, {"format": "ferkit-analyze", "version": 1, "settings": settings.to_json()})
+        atomic_write_json(self.root / JOB_FILE, {"format": "ferkit-analyze", "version": 1,
+                                                 "settings": settings.to_json()})
 
     def settings(self) -> Settings:
         job = self.root / JOB_FILE
