@@ -21,13 +21,11 @@ from collections.abc import Iterator
 import numpy as np
 
 from ferkit.batch.settings import Settings
+from ferkit.batch.sources import source_key
 from ferkit.batch.store import BOX, Store, faces_schema
 from ferkit.errors import FerkitError, VideoError
 
-try:  # where the tracker lives in this version of the run time
-    from ferkit.runtime.tracking import FaceTracker, Track
-except ImportError:  # pragma: no cover
-    from ferkit.runtime.video import FaceTracker, Track
+from ferkit.runtime.tracking import FaceTracker, Track
 
 PROGRESS_EVERY = 25  # video frames between progress events
 
@@ -68,16 +66,22 @@ class Rows:
         return len(self.cols["source"])
 
     def add(self, frame: int, time_s: float | None, track_ids: list, faces: list) -> None:
+        s, c = self.settings, self.cols
         for i, (f, track) in enumerate(zip(faces, track_ids)):
-            c = self.cols
-            c["source"].append(self.source), c["frame"].append(frame), c["time"].append(time_s)
-            c["track"].append(track), c["face"].append(i)
-            for name, v in zip(BOX, f.box):
-                c[name].append(float(v))
-            c["score"].append(float(f.score)), c["label"].append(f.label)
-            for cls in self.settings.classes:
-                c[cls].append(float(f.probabilities[cls]))
-            c["model"].append(self.settings.model_name), c["card_sha256"].append(self.settings.card_sha256)
+            row = {"source": self.source, "frame": frame, "time": time_s, "track": track, "face": i,
+                   **{name: float(v) for name, v in zip(BOX, f.box)}, "score": float(f.score), "label": f.label,
+                   **{cls: float(f.probabilities[cls]) for cls in s.classes},
+                   "model": s.model_name, "card_sha256": s.card_sha256}
+            for name, value in row.items():
+                c[name].append(value)
+
+
+def reason(exc: BaseException) -> str:
+    """One line for the status table."""
+    if isinstance(exc, OSError) and not isinstance(exc, FerkitError) and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class Worker:
@@ -107,8 +111,6 @@ class Worker:
 
     def run(self, task: dict) -> Iterator[tuple]:
         store, path, kind = Store(task["results"]), task["path"], task["kind"]
-        from ferkit.batch.sources import source_key
-
         key = source_key(path)
         t0 = time.perf_counter()
         status = {"source": path, "kind": kind, "status": "done", "reason": None, "faces": 0, "frames": 0}
@@ -118,10 +120,10 @@ class Worker:
             else:
                 status.update(self._image(store, key, path))
         except (FerkitError, OSError) as exc:
-            status.update(status="failed", reason=str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
+            status.update(status="failed", reason=reason(exc))
         except Exception as exc:  # noqa: BLE001 -- one source's bug must not stop the others; it is named as one
             where = traceback.extract_tb(exc.__traceback__)[-1]
-            status.update(status="failed", reason=f"internal error {type(exc).__name__}: {exc} (at {where.filename}:"
+            status.update(status="failed", reason=f"internal error {type(exc).__name__}: {reason(exc)} (at {where.filename}:"
                                                   f"{where.lineno}; this is a bug in ferkit, please report it)")
         if status["status"] == "failed":
             status.update(faces=0, frames=0)
