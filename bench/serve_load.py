@@ -16,62 +16,20 @@ import argparse
 import http.client
 import os
 import shlex
-import signal
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def rss_kb(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def start_server(extra: list[str]) -> tuple[subprocess.Popen, str, Path]:
-    port = free_port()
-    exe = Path(sys.executable).with_name("ferkit")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "ferkit.apps.cli"]
-    log = Path(tempfile.mkstemp(prefix="ferkit-serve-load-", suffix=".log")[1])
-    proc = subprocess.Popen([*cmd, "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", *extra],
-                            stdout=open(log, "w"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    end = time.monotonic() + 120
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise SystemExit(f"ferkit serve exited:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(url + "/api/v1/healthz", timeout=2):
-                return proc, url, log
-        except OSError:
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("ferkit serve did not start within 120 s")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _serve import astronaut_bgr, jpeg, rss_kb, start_server, stop_server  # noqa: E402
 
 
 def default_image() -> bytes:
-    import cv2
-    from skimage import data
-
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
-    return buf.tobytes()
+    return jpeg(astronaut_bgr())
 
 
 def client(url: str, body: bytes, path: str, deadline: float, max_requests: int, out: list, counter: list,
@@ -136,7 +94,7 @@ def main(argv=None) -> int:
     if args.url:
         url, pid = args.url.rstrip("/"), args.pid
     else:
-        proc, url, log = start_server(shlex.split(args.server_args))
+        proc, url, log = start_server(shlex.split(args.server_args), "ferkit-serve-load-")
         pid = proc.pid
     path = "/api/v1/predict" + ("?annotate=true" if args.annotate else "")
     try:
@@ -176,11 +134,7 @@ def main(argv=None) -> int:
             pass
     finally:
         if proc is not None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_server(proc)
 
     ok = [lat for _, lat, status in results if status == 200]
     errors = len(results) - len(ok)

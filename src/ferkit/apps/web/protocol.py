@@ -95,6 +95,9 @@ class GuardedH11Protocol(H11Protocol):
 
     def _close_quietly(self) -> None:
         self._timer = None
+        # out of the count at once (uvicorn drops it only when the close completes): a request parsed
+        # meanwhile must not be refused for a slot that is being freed
+        self.connections.discard(self)
         if not self.transport.is_closing():
             if self.conn.our_state not in (h11.ERROR, h11.CLOSED):
                 try:

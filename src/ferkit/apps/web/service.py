@@ -51,10 +51,11 @@ class Service:
         self.settings = settings
         model = None if settings.model is None else str(settings.model)
         common = dict(detector=settings.detector, min_score=settings.min_score, threads=settings.model_threads)
-        self.analyzer = Analyzer(model, max_side=settings.detect_size, **common)  # photos: the card's TTA
-        tta = live_tta(self.analyzer.model.tta)
-        live_model = self.analyzer.model if tta == self.analyzer.model.tta else \
-            FacialExpressionModel(model, threads=settings.model_threads, tta=tta)
+        photo_model = FacialExpressionModel(model, threads=settings.model_threads, max_batch=settings.max_batch)
+        self.analyzer = Analyzer(photo_model, max_side=settings.detect_size, **common)  # photos: the card's TTA
+        tta = live_tta(photo_model.tta)
+        live_model = photo_model if tta == photo_model.tta else \
+            FacialExpressionModel(model, threads=settings.model_threads, tta=tta, max_batch=settings.max_batch)
         # frames (browser webcam, MJPEG streams): capped TTA, detection at the frame size
         same_size = settings.frame_detect_size == settings.detect_size
         self.live_analyzer = Analyzer(live_model, **{**common, "detector": self.analyzer.detector}) if same_size else \

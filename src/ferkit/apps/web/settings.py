@@ -50,6 +50,7 @@ class Settings:
     # that beats one request on several threads (whose spinning thread pool costs 2.5x under contention).
     inference_threads: int = field(default_factory=lambda: usable_cores(4))
     model_threads: int = 1  # onnxruntime intra-op threads per inference
+    max_batch: int = 64  # face views one model run takes at most: bounds each inference's memory (a crowd photo)
     workers: int = 1  # video jobs processed at once
     max_queued_jobs: int = 8  # video jobs waiting or running; more get 429
     job_ttl_s: float = 3600.0  # finished jobs and their files are deleted after this long
@@ -80,7 +81,7 @@ class Settings:
 
     def validate(self) -> Settings:
         for name in ("max_upload_mb", "max_video_mb", "max_pixels", "max_video_frames", "inference_threads",
-                     "workers", "max_queued_jobs", "job_ttl_s", "max_streams", "model_threads", "max_connections", "client_timeout_s", "min_upload_kbps", "keep_alive_s"):
+                     "workers", "max_queued_jobs", "job_ttl_s", "max_streams", "model_threads", "max_batch", "max_connections", "client_timeout_s", "min_upload_kbps", "keep_alive_s"):
             if getattr(self, name) <= 0:
                 raise UsageError(f"--{name.replace('_', '-')} must be positive, not {getattr(self, name)}")
         for name in ("detect_size", "frame_detect_size"):
