@@ -69,11 +69,9 @@ ASTRONAUT_FACE = (180, 55, 272, 180)  # x1, y1, x2, y2 of Eileen Collins' face i
 
 
 def overlaps(box, ref=ASTRONAUT_FACE, min_iou: float = 0.4) -> bool:
-    w = max(0.0, min(box[2], ref[2]) - max(box[0], ref[0]))
-    h = max(0.0, min(box[3], ref[3]) - max(box[1], ref[1]))
-    inter = w * h
-    union = (box[2] - box[0]) * (box[3] - box[1]) + (ref[2] - ref[0]) * (ref[3] - ref[1]) - inter
-    return inter / union >= min_iou
+    from ferkit.runtime.tracking import box_iou
+
+    return box_iou(box, ref) >= min_iou
 
 
 def fer_collage(faces: np.ndarray, size: int = 160, cols: int = 3, gap: int = 60) -> tuple[np.ndarray, list[tuple]]:

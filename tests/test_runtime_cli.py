@@ -326,6 +326,9 @@ def test_webcam_without_display_points_at_serve(clip):
     assert r.returncode == 2
     assert "no display" in r.stderr and "ferkit serve" in r.stderr
     no_traceback(r)
+    r = subprocess.run([str(FERKIT), "webcam", "--source", str(clip), "--max-frames", "0"], capture_output=True,
+                       text=True, env=env, timeout=60)
+    assert r.returncode == 2 and "--max-frames must be 1 or more, not 0" in r.stderr, r.stderr
 
 
 @pytest.mark.skipif(shutil.which("Xvfb") is None, reason="Xvfb not installed (apt-get install xvfb)")
@@ -338,6 +341,9 @@ def test_webcam_window_under_xvfb(clip, tmp_path):
         assert "showed 12 frames" in r.stdout
         r = ferkit("webcam", "--source", tmp_path / "nope.mp4", env={"DISPLAY": ":97"})
         assert r.returncode == 2 and "nope.mp4: no such video file" in " ".join(r.stderr.split())
+        os.mkfifo(tmp_path / "pipe.mp4")  # a FIFO never ends: refused before it is opened
+        r = ferkit("webcam", "--source", tmp_path / "pipe.mp4", env={"DISPLAY": ":97"}, timeout=120)
+        assert r.returncode == 2 and "pipe.mp4: not a regular file (a FIFO)" in r.stderr, r.stderr
     finally:
         xvfb.terminate()
         xvfb.wait(10)
