@@ -352,6 +352,18 @@ def test_header_bombs_are_refused_before_decoding():
         decode_image(encode(np.zeros((512, 512, 3), np.uint8), ".png"), "small.png", max_pixels=1000)
 
 
+def test_a_file_far_larger_than_any_allowed_image_is_not_read(tmp_path):
+    from ferkit.images import MAX_BYTES_PER_PIXEL, ImageTooLargeError, read_image
+
+    path = tmp_path / "padded.png"
+    path.write_bytes(encode(np.zeros((10, 10, 3), np.uint8), ".png"))
+    with open(path, "r+b") as fh:  # a sparse tail: 40 MB on paper, nothing on disk
+        fh.truncate(MAX_BYTES_PER_PIXEL * 1000 + (40 << 20))
+    with pytest.raises(ImageTooLargeError, match=r"padded\.png: [\d,]+ bytes is more than an image of at most 1,000 pixels"):
+        read_image(path, max_pixels=1000)
+    assert read_image(path).shape == (10, 10, 3)  # under the default limit it is read (PNG ignores the tail)
+
+
 def test_import_ferkit_sets_opencvs_own_limit_first(tmp_path):
     """In a fresh process, `import ferkit` sets OPENCV_IO_MAX_IMAGE_PIXELS before cv2 loads, and OpenCV's
     refusal is an ImageTooLargeError, not a cv2.error."""

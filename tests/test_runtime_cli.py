@@ -185,6 +185,9 @@ def test_predict_decompression_bomb_guard_and_bad_options(photos, tmp_path):
     r = ferkit("predict", photos / "good" / "astronaut.png", "--detector", "yolo")
     assert r.returncode == 2 and "unknown detector 'yolo'" in r.stderr
     no_traceback(r)
+    r = ferkit("predict", photos / "good" / "astronaut.png", "-o", tmp_path / "x", env={"FERKIT_MAX_PIXELS": "lots"})
+    assert r.returncode == 2 and "FERKIT_MAX_PIXELS='lots': must be a whole number" in r.stderr, r.stderr
+    no_traceback(r)
     for option, value, why in (("--min-score", "1.5", "--min-score must be between 0 and 1"),
                                ("--detect-size", "-5", "--detect-size must be 0 (the full image) or at least 32")):
         r = ferkit("predict", photos / "good" / "astronaut.png", option, value, "-o", tmp_path / "x")

@@ -117,17 +117,19 @@ def ffmpeg_exe() -> str | None:
 class VideoWriter:
     """Write BGR frames to .mp4 (H.264) or .webm (VP9 with ffmpeg, else VP8 through OpenCV)."""
 
-    def __init__(self, path: str | Path, fps: float, size: tuple[int, int]):
+    def __init__(self, path: str | Path, fps: float, size: tuple[int, int], name: str | Path | None = None):
+        """`name`: the file to name in errors (when `path` is a temporary name for it)."""
         self.path = Path(path)
+        self.name = str(name or path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.size = size
         w, h = size
         exe = ffmpeg_exe()
         suffix = self.path.suffix.lower()
         if suffix not in (".mp4", ".webm"):
-            raise VideoError(f"{self.path}: write .mp4 (H.264) or .webm (VP9/VP8)")
+            raise VideoError(f"{self.name}: write .mp4 (H.264) or .webm (VP9/VP8)")
         if suffix == ".mp4" and exe is None:
-            raise VideoError(f"{self.path}: H.264 needs the imageio-ffmpeg package (pip install imageio-ffmpeg); "
+            raise VideoError(f"{self.name}: H.264 needs the imageio-ffmpeg package (pip install imageio-ffmpeg); "
                              "or write .webm")
         self._proc = self._cv = None
         if exe is not None:
@@ -142,7 +144,7 @@ class VideoWriter:
         else:
             self._cv = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"VP80"), fps, size)
             if not self._cv.isOpened():
-                raise VideoError(f"{self.path}: OpenCV cannot write VP8 WebM here; install imageio-ffmpeg")
+                raise VideoError(f"{self.name}: OpenCV cannot write VP8 WebM here; install imageio-ffmpeg")
             self.codec = "vp8"
 
     def write(self, frame: np.ndarray) -> None:
@@ -152,7 +154,7 @@ class VideoWriter:
             try:
                 self._proc.stdin.write(np.ascontiguousarray(frame).tobytes())
             except BrokenPipeError:
-                raise VideoError(f"{self.path}: ffmpeg stopped: {_last_line(self._proc.stderr.read())}") from None
+                raise VideoError(f"{self.name}: ffmpeg stopped: {_last_line(self._proc.stderr.read())}") from None
         else:
             self._cv.write(frame)
 
@@ -161,7 +163,7 @@ class VideoWriter:
             self._proc.stdin.close()
             err = self._proc.stderr.read()
             if self._proc.wait() != 0:
-                raise VideoError(f"{self.path}: ffmpeg failed: {_last_line(err)}")
+                raise VideoError(f"{self.name}: ffmpeg failed: {_last_line(err)}")
             self._proc = None
         elif self._cv is not None:
             self._cv.release()
@@ -300,7 +302,7 @@ def process_video(src: str | Path, out: str | Path | None = None, *, analyzer: A
                                   "raw_label", *classes])
                 for frame in frames(cap):
                     if writer is None:
-                        writer = VideoWriter(tmp_video, info.fps, (frame.shape[1], frame.shape[0]))
+                        writer = VideoWriter(tmp_video, info.fps, (frame.shape[1], frame.shape[0]), video_path)
                     if n % every == 0:
                         current = tracker.update(analyzer.analyze(frame), analysed)
                         analysed += 1
