@@ -43,8 +43,9 @@ def start_server(extra: list[str], log_prefix: str = "ferkit-bench-") -> tuple[s
     exe = Path(sys.executable).with_name("ferkit")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "ferkit.apps.cli"]
     log = Path(tempfile.mkstemp(prefix=log_prefix, suffix=".log")[1])
-    proc = subprocess.Popen([*cmd, "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", *extra],
-                            stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    with open(log, "w") as out:  # the child keeps its own copy of the file
+        proc = subprocess.Popen([*cmd, "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+                                 *extra], stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     end = time.monotonic() + 120
     while time.monotonic() < end:

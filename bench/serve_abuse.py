@@ -129,7 +129,7 @@ def slow_clients(host, port, n, start, stop, tally: Tally) -> None:
             except OSError:
                 pass
         time.sleep(0.2)
-    for s, t0, kind in conns:
+    for s, _, kind in conns:
         if s is not None:
             tally.notes["open at the end"].append(kind)
             s.close()
@@ -140,7 +140,8 @@ def hang_ups(host, port, until, tally: Tally) -> None:
         t0 = time.monotonic()
         try:
             with socket.create_connection((host, port), timeout=10) as s:
-                s.sendall(b"POST /api/v1/videos HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n" + bytes(300_000))
+                s.sendall(b"POST /api/v1/videos HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n"
+                          + bytes(300_000))
             tally.add("hang-up mid-upload", t0, -1)  # no answer expected: the client has gone
         except OSError:
             tally.add("hang-up mid-upload", t0, 0)
@@ -258,8 +259,9 @@ def main(argv=None) -> int:
     finally:
         stop_server(proc)
 
-    print(f"ferkit serve under abuse: {args.duration:g} s ({wall:.0f} s with the last answers), {args.good_clients} good "
-          f"clients, {args.slow} slow connections from {attack[0] - t_start:.0f} to {attack[1] - t_start:.0f} s; "
+    print(f"ferkit serve under abuse: {args.duration:g} s ({wall:.0f} s with the last answers), "
+          f"{args.good_clients} good clients, {args.slow} slow connections from {attack[0] - t_start:.0f} "
+          f"to {attack[1] - t_start:.0f} s; "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end")
     print()
     print("| requests | count | 2xx | 4xx | 5xx | connection closed, no answer | p50 ms | p99 ms |")

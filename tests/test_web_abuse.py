@@ -282,8 +282,8 @@ def test_killed_server_is_swept_and_a_full_disk_is_507(tmp_path):
         with httpx.Client(base_url=srv.url, timeout=120) as c:
             jpeg_like = b"\xff\xd8\xff" + np.random.default_rng(0).integers(0, 256, 5 * MB, np.uint8).tobytes()
             assert_error(c.post("/api/v1/predict", content=jpeg_like), 507, "no room")
-            body = assert_error(c.post("/api/v1/videos", files={"file": ("big.mp4", b"\x00\x00\x00\x18ftypmp42" + jpeg_like)}),
-                                507, "no room")
+            video_like = b"\x00\x00\x00\x18ftypmp42" + jpeg_like
+            body = assert_error(c.post("/api/v1/videos", files={"file": ("big.mp4", video_like)}), 507, "no room")
             assert "/" not in body["detail"], body  # no server path
             assert c.post("/api/v1/predict", content=encode(astronaut_bgr(), ".jpg")).status_code == 200
         from websockets.sync.client import connect

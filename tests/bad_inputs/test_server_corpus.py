@@ -13,8 +13,8 @@ import stat
 from pathlib import Path
 
 import pytest
-
 from _web_server import Server, web_deps_or_skip
+
 from bad_inputs.corpus import CASES, Case
 
 web_deps_or_skip()

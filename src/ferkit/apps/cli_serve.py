@@ -20,8 +20,8 @@ from ferkit.apps.errors import user_errors
 from ferkit.errors import MissingExtraError, UsageError
 
 
-def _default(name: str):
-    """A Settings field's default, read without importing the web stack (the dataclass module is light)."""
+def setting(name: str):
+    """A Settings field's default (ferkit.apps.web.settings is light: no web stack is imported)."""
     from ferkit.apps.web.settings import Settings
 
     f = next(f for f in fields(Settings) if f.name == name)
@@ -37,7 +37,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
     family, kind, proto, _, addr = infos[0]
     sock = socket.socket(family, kind, proto)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart may rebind at once (not over a live server)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # rebind after a restart; never over a live server
         sock.bind(addr)
     except OSError as exc:
         sock.close()
@@ -67,46 +67,67 @@ def _log_config(level: str) -> dict:
 
 @user_errors
 def serve(
-    host: Annotated[str, typer.Option("--host", help="Address to listen on. 127.0.0.1 keeps it on this machine; "
-                                                     "0.0.0.0 opens it to the network.")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(
+        "--host", help="Address to listen on. 127.0.0.1 keeps it on this machine; 0.0.0.0 opens it to the network.",
+    )] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", "-p", min=0, max=65535, help="TCP port.")] = 8000,
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="ONNX model file (its .json card beside it) "
-                                                                        "or a shipped name; default: fer2013-7.")] = None,
-    detector: Annotated[str, typer.Option("--detector", "-d", help="Face detector: auto (YuNet; else CenterFace if "
-                                                                   "installed; else Haar), yunet, centerface, haar.")] = "auto",
-    detect_size: Annotated[int, typer.Option("--detect-size", help="Photos (/predict): detection runs on the image "
-                                                                   "scaled to this long side (0: full size).")] = _default("detect_size"),
-    frame_detect_size: Annotated[int, typer.Option("--frame-detect-size", help="The same for frames (live camera, "
-                                                                               "streams, video jobs).")] = _default("frame_detect_size"),
-    max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", min=0.001, help="Largest image upload / live frame.")] = _default("max_upload_mb"),
-    max_video_mb: Annotated[float, typer.Option("--max-video-mb", min=0.001, help="Largest video upload.")] = _default("max_video_mb"),
-    max_pixels: Annotated[int, typer.Option("--max-pixels", min=1, help="Largest image or video frame in pixels, checked "
-                                                                         "before decoding (decompression-bomb guard).")] = _default("max_pixels"),
-    max_video_frames: Annotated[int, typer.Option("--max-video-frames", min=1, help="Frames of an uploaded video "
-                                                                                    "that are processed.")] = _default("max_video_frames"),
-    workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="Video jobs processed at once "
-                                                                          "(more wait in a bounded queue).")] = _default("workers"),
-    max_queued_jobs: Annotated[int, typer.Option("--max-jobs", min=1, help="Video jobs queued or running at "
-                                                                           "once; more are refused (429).")] = _default("max_queued_jobs"),
+    model: Annotated[Optional[str], typer.Option(
+        "--model", "-m", help="ONNX model file (its .json card beside it) or a shipped name; default: fer2013-7.",
+    )] = None,
+    detector: Annotated[str, typer.Option(
+        "--detector", "-d", help="Face detector: auto (YuNet; else CenterFace if installed; else Haar), yunet, "
+                                 "centerface, haar.",
+    )] = "auto",
+    detect_size: Annotated[int, typer.Option(
+        "--detect-size", help="Photos (/predict): detection runs on the image scaled to this long side (0: full size).",
+    )] = setting("detect_size"),
+    frame_detect_size: Annotated[int, typer.Option(
+        "--frame-detect-size", help="The same for frames (live camera, streams, video jobs).",
+    )] = setting("frame_detect_size"),
+    max_upload_mb: Annotated[float, typer.Option(
+        "--max-upload-mb", min=0.001, help="Largest image upload / live frame.")] = setting("max_upload_mb"),
+    max_video_mb: Annotated[float, typer.Option(
+        "--max-video-mb", min=0.001, help="Largest video upload.")] = setting("max_video_mb"),
+    max_pixels: Annotated[int, typer.Option(
+        "--max-pixels", min=1, help="Largest image or video frame in pixels, checked before decoding "
+                                    "(decompression-bomb guard).",
+    )] = setting("max_pixels"),
+    max_video_frames: Annotated[int, typer.Option(
+        "--max-video-frames", min=1, help="Frames of an uploaded video that are processed.",
+    )] = setting("max_video_frames"),
+    workers: Annotated[int, typer.Option(
+        "--workers", min=1, max=64, help="Video jobs processed at once (more wait in a bounded queue).",
+    )] = setting("workers"),
+    max_queued_jobs: Annotated[int, typer.Option(
+        "--max-jobs", min=1, help="Video jobs queued or running at once; more are refused (429).",
+    )] = setting("max_queued_jobs"),
     inference_threads: Annotated[Optional[int], typer.Option(
         "--inference-threads", min=1, max=64, show_default="the CPU cores, at most 4",
-        help="Images/frames analysed at once (one shared model, one onnxruntime thread each).")] = None,
-    job_ttl: Annotated[float, typer.Option("--job-ttl", min=1, help="Seconds a finished video job's files are kept.")] = _default("job_ttl_s"),
-    media_dir: Annotated[Optional[Path], typer.Option("--media-dir", help="Folder of videos that /api/v1/stream may "
-                                                                          "play; without it no files stream.")] = None,
-    cameras: Annotated[bool, typer.Option("--cameras", help="Let clients open this machine's cameras through "
-                                                            "/api/v1/stream?source=0 (off by default).")] = False,
-    no_cameras: Annotated[bool, typer.Option("--no-cameras", hidden=True, help="Cameras are off by default now.")] = False,
+        help="Images/frames analysed at once (one shared model, one onnxruntime thread each).",
+    )] = None,
+    job_ttl: Annotated[float, typer.Option(
+        "--job-ttl", min=1, help="Seconds a finished video job's files are kept.")] = setting("job_ttl_s"),
+    media_dir: Annotated[Optional[Path], typer.Option(
+        "--media-dir", help="Folder of videos that /api/v1/stream may play; without it no files stream.",
+    )] = None,
+    cameras: Annotated[bool, typer.Option(
+        "--cameras", help="Let clients open this machine's cameras through /api/v1/stream?source=0 (off by default).",
+    )] = False,
+    no_cameras: Annotated[bool, typer.Option("--no-cameras", hidden=True, help="Cameras are off by default.")] = False,
     allow_origin: Annotated[Optional[list[str]], typer.Option(
         "--allow-origin", help="A web origin (https://host:port) besides this server's own whose pages may use the "
-                               "live WebSocket and streams; repeatable.")] = None,
-    max_connections: Annotated[int, typer.Option("--max-connections", min=1, help="Open connections at once; when "
-                                                 "full, stalled ones make room, else 503.")] = _default("max_connections"),
-    client_timeout: Annotated[float, typer.Option("--client-timeout", min=0.1, help="Seconds a client has to send "
-                                                  "its request headers, and before its upload must keep up the "
-                                                  "minimum rate.")] = _default("client_timeout_s"),
-    min_upload_rate: Annotated[float, typer.Option("--min-upload-rate", min=0.01, help="Slowest upload accepted, in "
-                                                   "KiB/s (slower ones are cut off with 408).")] = _default("min_upload_kbps"),
+                               "live WebSocket and streams; repeatable.",
+    )] = None,
+    max_connections: Annotated[int, typer.Option(
+        "--max-connections", min=1, help="Open connections at once; when full, stalled ones make room, else 503.",
+    )] = setting("max_connections"),
+    client_timeout: Annotated[float, typer.Option(
+        "--client-timeout", min=0.1, help="Seconds a client has to send its request headers, and before its upload "
+                                          "must keep up the minimum rate.",
+    )] = setting("client_timeout_s"),
+    min_upload_rate: Annotated[float, typer.Option(
+        "--min-upload-rate", min=0.01, help="Slowest upload accepted, in KiB/s (slower ones are cut off with 408).",
+    )] = setting("min_upload_kbps"),
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve the web page (photo, live camera, video) and the JSON API at http://HOST:PORT (API docs at /docs)."""
@@ -134,9 +155,9 @@ def serve(
     sock = bind_socket(host, port)  # before the model loads: a busy port is said at once
     try:
         if not is_loopback(host):
+            exposed = "; its cameras are open to them (--cameras)" if cameras else ""
             typer.secho(f"warning: listening on {host}: anyone who can reach this machine can use the server "
-                        "(there is no authentication)" + ("; its cameras are open to them (--cameras)" if cameras else ""),
-                        err=True, fg=typer.colors.YELLOW)
+                        f"(there is no authentication){exposed}", err=True, fg=typer.colors.YELLOW)
         app = create_app(settings)
         bound = sock.getsockname()[1]
         shown = f"[{host}]" if ":" in host else host

@@ -19,8 +19,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from ferkit.apps.web.schemas import ErrorResponse
-from ferkit.errors import (FerkitError, ImageError, ImageTooLargeError, MissingExtraError, OutputError, UsageError,
-                           VideoError)
+from ferkit.errors import (
+    FerkitError,
+    ImageError,
+    ImageTooLargeError,
+    MissingExtraError,
+    OutputError,
+    UsageError,
+    VideoError,
+)
 
 MB = 1024 * 1024
 log = logging.getLogger("ferkit.web")

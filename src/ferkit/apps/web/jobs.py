@@ -122,7 +122,7 @@ class JobManager:
         job.cancel.set()
         with self.lock:
             self.jobs.pop(jid, None)
-        if not job.status == "running":  # a running job removes its folder when it stops
+        if job.status != "running":  # a running job removes its folder when it stops
             shutil.rmtree(job.dir, ignore_errors=True)
 
     def sweep(self, now: float | None = None) -> int:

@@ -85,7 +85,7 @@ class GuardedH11Protocol(H11Protocol):
     def _headers_overdue(self) -> None:
         self._timer = None
         if self._phase == "headers" and not self.transport.is_closing():
-            who = "%s:%d" % self.client if self.client else "a client"
+            who = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
             log.info("%s sent no complete request within %g s; connection closed", who, self.header_timeout)
             self._close_with_408(f"the request headers did not arrive within {self.header_timeout:g} s")
 
@@ -129,8 +129,8 @@ class GuardedH11Protocol(H11Protocol):
             if victim._phase == "idle":
                 victim._close_quietly()
             else:
-                log.info("%s: closing a stalled connection (%s) to make room for a new one",
-                         "%s:%d" % victim.client if victim.client else "a client", victim._phase)
+                who = f"{victim.client[0]}:{victim.client[1]}" if victim.client else "a client"
+                log.info("%s: closing a stalled connection (%s) to make room for a new one", who, victim._phase)
                 if victim._phase == "headers":
                     victim._close_with_408("the server needed this connection's slot: the request was too slow")
                 else:

@@ -50,7 +50,7 @@ class Service:
 
         self.settings = settings
         model = None if settings.model is None else str(settings.model)
-        common = dict(detector=settings.detector, min_score=settings.min_score, threads=settings.model_threads)
+        common = {"detector": settings.detector, "min_score": settings.min_score, "threads": settings.model_threads}
         photo_model = FacialExpressionModel(model, threads=settings.model_threads, max_batch=settings.max_batch)
         self.analyzer = Analyzer(photo_model, max_side=settings.detect_size, **common)  # photos: the card's TTA
         tta = live_tta(photo_model.tta)

@@ -81,7 +81,8 @@ class Settings:
 
     def validate(self) -> Settings:
         for name in ("max_upload_mb", "max_video_mb", "max_pixels", "max_video_frames", "inference_threads",
-                     "workers", "max_queued_jobs", "job_ttl_s", "max_streams", "model_threads", "max_batch", "max_connections", "client_timeout_s", "min_upload_kbps", "keep_alive_s"):
+                     "workers", "max_queued_jobs", "job_ttl_s", "max_streams", "model_threads", "max_batch",
+                     "max_connections", "client_timeout_s", "min_upload_kbps", "keep_alive_s"):
             if getattr(self, name) <= 0:
                 raise UsageError(f"--{name.replace('_', '-')} must be positive, not {getattr(self, name)}")
         for name in ("detect_size", "frame_detect_size"):
@@ -97,7 +98,7 @@ class Settings:
         origins = []
         for o in self.allowed_origins:
             o = o.strip().rstrip("/")
-            if not (o.startswith("http://") or o.startswith("https://")) or "/" in o.split("://", 1)[1]:
+            if not o.startswith(("http://", "https://")) or "/" in o.split("://", 1)[1]:
                 raise UsageError(f"--allow-origin {o!r}: give an origin like https://example.org or http://host:8080")
             origins.append(o.lower())
         self.allowed_origins = tuple(origins)

@@ -9,7 +9,6 @@ libraries print goes to stderr (the server's log).
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import queue
@@ -114,11 +113,10 @@ def main() -> int:
         from ferkit.runtime.pipeline import Analyzer
         from ferkit.runtime.video import process_video
 
-        extra = {"max_pixels": job["max_pixels"]} if "max_pixels" in inspect.signature(process_video).parameters else {}
         try:
             report = process_video(job["source"], job["out"], analyzer=Analyzer(**job["analyzer"]),
-                                   max_frames=job["max_frames"],
-                                   progress=lambda done, total: emit({"progress": [done, total]}), **extra)
+                                   max_frames=job["max_frames"], max_pixels=job["max_pixels"],
+                                   progress=lambda done, total: emit({"progress": [done, total]}))
             emit({"done": report.to_dict()})
         except FerkitError as exc:  # the file's fault, said plainly
             emit({"failed": str(exc)})

@@ -64,7 +64,7 @@ async def _save_video(request: Request, svc: Service) -> Job:
         else:
             part = job.dir / "upload.part"
             with storage_errors():
-                fh = open(part, "wb")
+                fh = await anyio.to_thread.run_sync(open, part, "wb")
             with fh:
                 await stream_body(request, fh)
             suffix = _format_of(await anyio.to_thread.run_sync(_head, part), "the request body")
@@ -92,8 +92,8 @@ def _probe_video(svc: Service, job: Job) -> None:
         raise ApiError(422, svc.jobs.public(str(exc), job), "unreadable_video") from None
     try:
         if info.width * info.height > max_pixels:  # before decoding a frame of that size
-            raise ApiError(413, f"{name}: {info.width}x{info.height} frames are over the limit of {max_pixels:,} pixels",
-                           "too_many_pixels")
+            raise ApiError(413, f"{name}: {info.width}x{info.height} frames are over the limit of {max_pixels:,} "
+                                "pixels", "too_many_pixels")
         ok, frame = cap.read()
     finally:
         cap.release()
