@@ -45,7 +45,8 @@ class Service:
     """State shared by the routes: the analyzers, the inference limiter, jobs, streams, the work folder."""
 
     def __init__(self, settings: Settings):
-        from ferkit.runtime.model import FacialExpressionModel, live_tta
+        from ferkit.preprocessing import live_tta
+        from ferkit.runtime.model import FacialExpressionModel
         from ferkit.runtime.pipeline import Analyzer
 
         self.settings = settings
