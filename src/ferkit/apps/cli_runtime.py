@@ -6,7 +6,8 @@ Run-time only: numpy, OpenCV, onnxruntime, Pillow/matplotlib — never torch.
 from __future__ import annotations
 
 import csv
-import json
+import io
+import stat
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -16,6 +17,8 @@ from rich.console import Console
 from rich.table import Table
 
 from ferkit.apps.errors import user_errors
+from ferkit.errors import ImageError, UsageError
+from ferkit.runtime.defaults import DETECT_SIZE_FRAMES, DETECT_SIZE_PHOTO
 
 console = Console()
 err_console = Console(stderr=True)
@@ -23,7 +26,7 @@ err_console = Console(stderr=True)
 ModelOpt = Annotated[Optional[str], typer.Option(
     "--model", "-m", help="ONNX model file (its .json card beside it) or a shipped name: fer2013-7 (default), ferplus-8.")]
 DetectorOpt = Annotated[str, typer.Option(
-    "--detector", "-d", help="Face detector: auto (CenterFace if installed, else Haar), centerface, haar.")]
+    "--detector", "-d", help="Face detector: auto (YuNet; else CenterFace if installed; else Haar), yunet, centerface, haar.")]
 MinScoreOpt = Annotated[float, typer.Option("--min-score", help="Drop detections less confident than this.")]
 TtaOpt = Annotated[Optional[str], typer.Option(
     "--tta", help="Test-time augmentation: the model card's choice (default), none (fastest), flip (face + mirror), "
@@ -32,13 +35,25 @@ MaxSideOpt = Annotated[int, typer.Option(
     "--detect-size", help="Detection runs on the image scaled down to this many pixels on its long side (speed vs small faces).")]
 
 
-def _analyzer(model, detector, min_score=0.5, max_side=640, tta=None, live=False):
-    from ferkit.modelcard import RUNTIME_TTA
+def check_options(tta=None, min_score=0.5, detect_size=0, max_frames=None) -> None:
+    """The run-time commands' shared options, checked before anything loads (UsageError naming the option)."""
+    from ferkit.preprocessing import check_tta
+    from ferkit.runtime.video import check_frame_limit
+
+    if tta is not None:
+        check_tta(tta, "--tta")
+    if not 0 <= min_score <= 1:
+        raise UsageError(f"--min-score must be between 0 and 1, not {min_score}")
+    if detect_size != 0 and detect_size < 32:
+        raise UsageError(f"--detect-size must be 0 (the full image) or at least 32 pixels, not {detect_size}")
+    check_frame_limit(max_frames)
+
+
+def _analyzer(model, detector, min_score=0.5, max_side=DETECT_SIZE_PHOTO, tta=None, live=False):
     from ferkit.runtime.model import FacialExpressionModel
     from ferkit.runtime.pipeline import Analyzer
 
-    if tta is not None and tta not in RUNTIME_TTA:
-        raise ValueError(f"--tta {tta!r}: choose {' or '.join(RUNTIME_TTA)} (or leave it out for the model card's)")
+    check_options(tta, min_score, max_side)
     return Analyzer(FacialExpressionModel(model, tta=tta, live=live), detector, min_score=min_score, max_side=max_side)
 
 
@@ -60,20 +75,62 @@ def _faces_table(rows, title: str) -> Table:
     return table
 
 
-def expand_inputs(paths: list[Path]) -> list[Path]:
-    """Files as given; folders -> the image files inside them (recursively, sorted)."""
+def check_inputs(paths: list[Path], what: str = "an image") -> None:
+    """Every path given exists and is a folder or a regular file (a FIFO would block the reader), else one line."""
+    from ferkit.fileio import file_kind
+
+    for p in paths:
+        try:
+            mode = p.stat().st_mode
+        except FileNotFoundError:
+            raise ImageError(f"{p}: no such file or folder") from None
+        except OSError as exc:
+            raise ImageError(f"{p}: cannot read ({exc.strerror or exc})") from None
+        if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+            raise ImageError(f"{p}: not a regular file ({file_kind(mode)}), so not {what}")
+
+
+def expand_inputs(paths: list[Path], exclude: Path | None = None) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """(files, skipped): files as given; folders -> the image files inside them (recursively, sorted), and
+    (path, reason) for every other entry found there (named so, never dropped silently). Nothing under
+    `exclude` (the output folder) is looked at."""
+    from ferkit.fileio import file_kind
     from ferkit.images import IMAGE_SUFFIXES
 
-    out: list[Path] = []
+    files: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    ex = exclude.resolve() if exclude is not None and exclude.exists() else None
     for p in paths:
-        if p.is_dir():
-            found = sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                _warn(f"{p}: no image files in this folder")
-            out.extend(found)
-        else:
-            out.append(p)
-    return out
+        if not p.is_dir():
+            files.append(p)
+            continue
+        found = 0
+        for q in sorted(p.rglob("*")):
+            if ex is not None and q.resolve().is_relative_to(ex):
+                continue
+            try:
+                mode = q.stat().st_mode
+            except OSError as exc:
+                skipped.append((q, "a broken link" if q.is_symlink() else f"cannot read ({exc.strerror or exc})"))
+                continue
+            if stat.S_ISDIR(mode):
+                continue
+            if not stat.S_ISREG(mode):
+                skipped.append((q, f"not a regular file ({file_kind(mode)})"))
+            elif q.suffix.lower() not in IMAGE_SUFFIXES:
+                skipped.append((q, f"not named like an image ({q.suffix or 'no suffix'})"))
+            else:
+                files.append(q)
+                found += 1
+        if not found:
+            _warn(f"{p}: no image files in this folder")
+    return files, skipped
+
+
+def _csv_text(rows) -> str:
+    buf = io.StringIO()
+    csv.writer(buf).writerows(rows)
+    return buf.getvalue()
 
 
 def _unique_name(path: Path, used: set[str]) -> str:
@@ -94,26 +151,29 @@ def predict(
     detector: DetectorOpt = "auto",
     tta: TtaOpt = None,
     min_score: MinScoreOpt = 0.5,
-    detect_size: MaxSideOpt = 960,
+    detect_size: MaxSideOpt = DETECT_SIZE_PHOTO,
     no_images: Annotated[bool, typer.Option("--no-images", help="Write only results.json/csv, no annotated images.")] = False,
 ) -> None:
     """Find the faces in images and label their expressions: annotated images + results.json + results.csv.
 
-    A bad file (unreadable, truncated, not an image, no face) is reported by name and the batch goes on;
-    the exit status is 1 when any file failed or had no face.
+    A path given that does not exist (or is a FIFO or device) stops the command before anything is
+    written (exit 2). A bad file (unreadable, truncated, not an image, no face) is reported by name and
+    the batch goes on; the exit status is 1 when any file failed or had no face. Files in folders that
+    are not named like images are listed as skipped.
     """
-    import cv2
-
-    from ferkit.images import ImageError, read_image
+    from ferkit.fileio import atomic_write_json, atomic_write_text, ensure_dir, write_image
+    from ferkit.images import read_image
     from ferkit.runtime.draw import draw_results
 
-    analyzer = _analyzer(model, detector, min_score, detect_size, tta)
-    files = expand_inputs(inputs)
-    if out.exists():  # never re-read our own annotated images when OUT sits inside an input folder
-        files = [f for f in files if not (f.resolve().is_relative_to(out.resolve()) and f not in inputs)]
+    check_options(tta, min_score, detect_size)
+    check_inputs(inputs)
+    files, skipped = expand_inputs(inputs, exclude=out)  # never re-read our own annotated images
+    for path, why in skipped:
+        _warn(f"skipped {path}: {why}")
     if not files:
-        raise ValueError("no input images")
-    out.mkdir(parents=True, exist_ok=True)
+        raise ImageError(f"no image files in {', '.join(map(str, inputs))}")
+    analyzer = _analyzer(model, detector, min_score, detect_size, tta)
+    ensure_dir(out)
     records, table_rows, used = [], [], set()
     failed = no_face = 0
     for path in files:
@@ -135,8 +195,7 @@ def predict(
             _warn(rec["error"])
         if not no_images:
             ext = path.suffix.lower() if path.suffix.lower() in (".jpg", ".jpeg", ".png") else ".png"
-            dst = out / f"{_unique_name(path, used)}.annotated{ext}"
-            cv2.imwrite(str(dst), draw_results(image, faces))
+            dst = write_image(out / f"{_unique_name(path, used)}.annotated{ext}", draw_results(image, faces))
             rec["annotated"] = str(dst)
         table_rows += [(path.name, i + 1, f) for i, f in enumerate(faces)]
         records.append(rec)
@@ -144,16 +203,16 @@ def predict(
     classes = list(analyzer.classes)
     meta = {"model": analyzer.model.name, "model_file": str(analyzer.model.path), "detector": analyzer.detector.name,
             "classes": classes}
-    (out / "results.json").write_text(json.dumps({**meta, "images": records}, indent=2) + "\n")
-    with open(out / "results.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["file", "face", "x1", "y1", "x2", "y2", "score", "label", "confidence", *classes, "error"])
-        for rec in records:
-            if not rec["faces"]:
-                w.writerow([rec["file"], "", "", "", "", "", "", "", "", *[""] * len(classes), rec["error"]])
-            for i, f in enumerate(rec["faces"]):
-                w.writerow([rec["file"], i + 1, *f["box"], f["score"], f["label"], f["confidence"],
-                            *(f["probabilities"][c] for c in classes), ""])
+    atomic_write_json(out / "results.json", {**meta, "images": records,
+                                             "skipped": [{"file": str(p), "reason": why} for p, why in skipped]})
+    rows = [["file", "face", "x1", "y1", "x2", "y2", "score", "label", "confidence", *classes, "error"]]
+    for rec in records:
+        if not rec["faces"]:
+            rows.append([rec["file"], "", "", "", "", "", "", "", "", *[""] * len(classes), rec["error"]])
+        for i, f in enumerate(rec["faces"]):
+            rows.append([rec["file"], i + 1, *f["box"], f["score"], f["label"], f["confidence"],
+                         *(f["probabilities"][c] for c in classes), ""])
+    atomic_write_text(out / "results.csv", _csv_text(rows))
     if table_rows:
         console.print(_faces_table(table_rows, f"{len(table_rows)} face(s) in {len(files) - failed - no_face} image(s)"))
     console.print(f"wrote {out / 'results.json'}, {out / 'results.csv'}"
@@ -173,18 +232,21 @@ def chart(
     detector: DetectorOpt = "auto",
     tta: TtaOpt = None,
     min_score: MinScoreOpt = 0.5,
+    detect_size: MaxSideOpt = DETECT_SIZE_PHOTO,
 ) -> None:
     """A bar chart of the expression probabilities of each face in an image."""
     from ferkit.images import read_image
-    from ferkit.runtime.charts import probability_chart
+    from ferkit.runtime.charts import chart_format, probability_chart
 
-    analyzer = _analyzer(model, detector, min_score, 960, tta)
-    img = read_image(image)
+    check_options(tta, min_score, detect_size)
+    dst = out or Path(f"{image.stem}.chart.png")
+    chart_format(dst)  # a name it cannot write fails before any work
+    img = read_image(image)  # a missing file, a FIFO or a bad image fails before the model loads
+    analyzer = _analyzer(model, detector, min_score, detect_size, tta)
     faces = analyzer.analyze(img)
     if not faces:
         _fail(f"{image}: no face found")
         raise typer.Exit(1)
-    dst = out or Path(f"{image.stem}.chart.png")
     probability_chart(faces, dst, image=img, title=image.name)
     console.print(_faces_table([(image.name, i + 1, f) for i, f in enumerate(faces)], f"{len(faces)} face(s)"))
     console.print(f"wrote {dst}")
@@ -200,17 +262,24 @@ def video(
     detector: DetectorOpt = "auto",
     tta: TtaOpt = None,
     min_score: MinScoreOpt = 0.5,
-    detect_size: MaxSideOpt = 480,
-    max_frames: Annotated[Optional[int], typer.Option("--max-frames", help="Stop after this many frames.")] = None,
+    detect_size: MaxSideOpt = DETECT_SIZE_FRAMES,
+    max_frames: Annotated[Optional[int], typer.Option("--max-frames", help="Stop after this many frames (1 or more; default: all).")] = None,
     audio: Annotated[bool, typer.Option("--audio/--no-audio", help="Copy the source's sound into the annotated video.")] = True,
+    max_pixels: Annotated[Optional[int], typer.Option(
+        "--max-pixels", help="Refuse videos whose frames have more pixels than this (default: $FERKIT_MAX_PIXELS or 80 million).")] = None,
 ) -> None:
-    """Annotate a video: a browser-playable video, a per-frame CSV of every face, and an emotions-over-time plot."""
+    """Annotate a video: a browser-playable video, a per-frame CSV of every face, and an emotions-over-time plot.
+
+    Nothing is written unless the job gets through: the three files appear together at the end."""
     from tqdm import tqdm
 
     from ferkit.runtime.video import open_video, output_paths, process_video
 
+    check_options(tta, min_score, detect_size, max_frames)
+    if max_pixels is not None and max_pixels < 1:
+        raise UsageError(f"--max-pixels must be 1 or more, not {max_pixels}")
     output_paths(src, out)  # bad names and unreadable files fail before any progress bar
-    open_video(src)[0].release()
+    open_video(src, max_pixels)[0].release()
     analyzer = _analyzer(model, detector, min_score, detect_size, tta, live=True)
     bar = tqdm(unit="frame", desc=src.name, file=sys.stderr, dynamic_ncols=True)
 
@@ -221,7 +290,7 @@ def video(
 
     try:
         report = process_video(src, out, analyzer=analyzer, every=every, alpha=smooth, max_frames=max_frames,
-                               audio=audio, progress=progress)
+                               audio=audio, progress=progress, max_pixels=max_pixels)
     finally:
         bar.close()
     console.print(f"{report.frames} frames ({report.analysed} analysed) at {report.frames / max(report.seconds, 1e-9):.1f} "
@@ -240,12 +309,13 @@ def webcam(
     detector: DetectorOpt = "auto",
     tta: TtaOpt = None,
     every: Annotated[int, typer.Option("--every", min=1, help="Analyse every Nth frame.")] = 1,
-    detect_size: MaxSideOpt = 320,  # live: speed first (see bench/runtime_speed.py)
-    max_frames: Annotated[Optional[int], typer.Option("--max-frames", help="Close after this many frames.")] = None,
+    detect_size: MaxSideOpt = DETECT_SIZE_FRAMES,
+    max_frames: Annotated[Optional[int], typer.Option("--max-frames", help="Close after this many frames (1 or more).")] = None,
 ) -> None:
     """A live window with boxes, labels and FPS (q or Esc quits). Without a display, use `ferkit serve`."""
     from ferkit.runtime.webcam import DisplayError, has_display, run_webcam
 
+    check_options(tta, 0.5, detect_size, max_frames)
     if not has_display():  # say so before loading models
         raise DisplayError("no display here (DISPLAY is not set), so no window can open. Instead, run `ferkit serve` "
                            "and open http://127.0.0.1:8000 in a browser on the machine with the camera: the page uses "
@@ -254,45 +324,32 @@ def webcam(
     console.print(f"showed {shown} frames")
 
 
-def demo_image_path() -> Path:
-    """scikit-image's astronaut.png (Eileen Collins, a public-domain NASA portrait), located without importing skimage."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("skimage")
-    if spec is None or not spec.submodule_search_locations:
-        raise ValueError("the demo photo ships with scikit-image, which is not installed: pip install scikit-image")
-    for folder in spec.submodule_search_locations:
-        p = Path(folder) / "data" / "astronaut.png"
-        if p.is_file():
-            return p
-    raise ValueError("scikit-image is installed but its data/astronaut.png is missing")
-
-
 @user_errors
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the annotated photo, chart and JSON.")] = Path("ferkit-demo"),
     model: ModelOpt = None,
     detector: DetectorOpt = "auto",
     tta: TtaOpt = None,
+    detect_size: MaxSideOpt = DETECT_SIZE_PHOTO,
 ) -> None:
-    """Run the whole pipeline on a bundled photo (scikit-image's astronaut) and show what it found."""
-    import cv2
-
+    """Run the whole pipeline on the bundled photo (a NASA astronaut's portrait) and show what it found."""
+    from ferkit.assets import demo_photo
+    from ferkit.fileio import atomic_write_json, ensure_dir, write_image
     from ferkit.images import read_image
     from ferkit.runtime.charts import probability_chart
     from ferkit.runtime.draw import draw_results
 
-    src = demo_image_path()
-    analyzer = _analyzer(model, detector, tta=tta)
+    src = demo_photo()
+    analyzer = _analyzer(model, detector, max_side=detect_size, tta=tta)
     img = read_image(src)
     faces = analyzer.analyze(img)
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out)
     annotated, chart_png, js = out / "astronaut.annotated.png", out / "astronaut.chart.png", out / "astronaut.json"
-    cv2.imwrite(str(annotated), draw_results(img, faces))
-    probability_chart(faces, chart_png, image=img, title="astronaut.png (scikit-image)")
-    js.write_text(json.dumps({"image": str(src), "model": analyzer.model.name, "detector": analyzer.detector.name,
-                              "faces": [f.to_dict() for f in faces]}, indent=2) + "\n")
-    console.print(_faces_table([("astronaut.png", i + 1, f) for i, f in enumerate(faces)],
+    write_image(annotated, draw_results(img, faces))
+    probability_chart(faces, chart_png, image=img, title=src.name)
+    atomic_write_json(js, {"image": str(src), "model": analyzer.model.name, "detector": analyzer.detector.name,
+                           "faces": [f.to_dict() for f in faces]})
+    console.print(_faces_table([(src.name, i + 1, f) for i, f in enumerate(faces)],
                                f"ferkit demo — model {analyzer.model.name}, detector {analyzer.detector.name}"))
     for i, f in enumerate(faces):
         top = sorted(f.probabilities.items(), key=lambda kv: -kv[1])[:3]
