@@ -49,48 +49,49 @@ test: $(VENV)/.dev
 	@echo "make test: the full suite takes about 15-20 minutes on 2 cores (real data, real server, real browser)."
 	$(PY) -m pytest
 
-# The tutorial recipe (issue 3): seed-cnn, Adam 5e-4, batch 64, 15 epochs, plateau LR.
+# Training recipes are files under $(CONFIGS) (JSON objects of `ferkit train` settings, `--config FILE`);
+# options after --config override them, and TRAIN_ARGS adds options to every training command below.
 DATA ?= ../shared/data/fer2013
+CONFIGS ?= configs
+TRAIN_ARGS ?=
+TRAIN = $(VENV)/bin/ferkit train $(DATA)
+
+# The tutorial recipe: seed-cnn, Adam 5e-4, batch 64, 15 epochs, plateau LR.
 train-seed-cnn: $(VENV)/.dev
-	$(VENV)/bin/ferkit train $(DATA) --model seed-cnn -o runs/seed-cnn-tutorial --resume
+	$(TRAIN) --config $(CONFIGS)/seed-cnn.json $(TRAIN_ARGS) -o runs/seed-cnn-tutorial --resume
 
 # The fully-connected baseline of the README's accuracy table, same tutorial recipe.
 train-mlp: $(VENV)/.dev
-	$(VENV)/bin/ferkit train $(DATA) --model mlp -o runs/mlp-tutorial --resume
+	$(TRAIN) --config $(CONFIGS)/seed-cnn.json --model mlp $(TRAIN_ARGS) -o runs/mlp-tutorial --resume
 
-# The shipped models (issue 4). Stage 1, one joint run of our net and recipe learns FER2013's 7 labels and
-# FER+'s 8-class votes for the same Training faces (two heads on one backbone, --aux-ferplus). Stage 2 is a
-# warm restart from stage 1's best weights (--init; a second cosine cycle, another seed). Stage 3 fine-tunes
-# stage 2 at a quarter of its learning rate with mixup on half the batches. `fer2013-7` is stage 3's FER2013
-# head. `ferplus-8` is a weight soup of the FER+ heads of four descendants of stage 2 -- stage 2 itself,
-# stage 3, a third plain cosine cycle from stage 2 (CYCLE3), and stage 3 fine-tuned again with the FER+
-# loss doubled (FERPLUS_FT) -- their weights averaged into one net of the same size (`export --soup`).
-# Every choice (stage, epoch, soup, test-time augmentation: `--tta auto`, multi) was made on PublicTest; the
-# cards' PrivateTest figures come after. Every target resumes a killed run: run it again to continue.
-NET ?= --model fer-resnet-s --optimizer sgd --weight-decay 5e-4 --batch-size 128 --label-smoothing 0.1 \
-       --crop-pad 4 --erasing 0.25
-RECIPE ?= $(NET) --lr 0.05 --schedule onecycle --epochs 42
-RESTART ?= $(NET) --lr 0.02 --schedule cosine --warmup-epochs 2 --epochs 38 --seed 1
-FINETUNE ?= $(NET) --lr 0.005 --schedule cosine --warmup-epochs 1 --epochs 24 --mixup 0.2 --seed 3
-CYCLE3 ?= $(NET) --lr 0.02 --schedule cosine --warmup-epochs 2 --epochs 36 --seed 2
-FERPLUS_FT ?= $(NET) --aux-weight 2 --lr 0.003 --schedule cosine --warmup-epochs 1 --epochs 15 --mixup 0.2 --seed 4
-JOINT = $(VENV)/bin/ferkit train $(DATA) --aux-ferplus $(DATA)/fer2013new.csv
+# The shipped models. Stage 1 (joint.json), one joint run of our net and recipe learns FER2013's 7 labels and
+# FER+'s 8-class votes for the same Training faces (two heads on one backbone, --aux-ferplus). Stage 2
+# (restart.json) is a warm restart from stage 1's best weights (--init; a second cosine cycle, another seed).
+# Stage 3 (finetune.json) fine-tunes stage 2 at a quarter of its learning rate with mixup on half the batches.
+# `fer2013-7` is stage 3's FER2013 head. `ferplus-8` is a weight soup of the FER+ heads of four descendants of
+# stage 2 -- stage 2 itself, stage 3, a third plain cosine cycle from stage 2 (cycle3.json), and stage 3
+# fine-tuned again with the FER+ loss doubled (finetune-fp.json) -- their weights averaged into one net of the
+# same size (`export --soup`). Every choice (stage, epoch, soup, test-time augmentation: `--tta auto`, multi)
+# was made on PublicTest; the cards' PrivateTest figures come after. Every target resumes a killed run: run it
+# again to continue.
+JOINT = $(TRAIN) --aux-ferplus $(DATA)/fer2013new.csv
 train-default: $(VENV)/.dev
-	$(JOINT) $(RECIPE) -o runs/joint --resume
-	$(JOINT) $(RESTART) --init runs/joint/best.safetensors -o runs/restart --resume
-	$(JOINT) $(FINETUNE) --init runs/restart/best.safetensors -o runs/finetune --resume
-	$(JOINT) $(CYCLE3) --init runs/restart/best.safetensors -o runs/cycle3 --resume
-	$(JOINT) $(FERPLUS_FT) --init runs/finetune/best-ferplus.safetensors -o runs/finetune-fp --resume
+	$(JOINT) --config $(CONFIGS)/joint.json $(TRAIN_ARGS) -o runs/joint --resume
+	$(JOINT) --config $(CONFIGS)/restart.json --init runs/joint/best.safetensors $(TRAIN_ARGS) -o runs/restart --resume
+	$(JOINT) --config $(CONFIGS)/finetune.json --init runs/restart/best.safetensors $(TRAIN_ARGS) -o runs/finetune --resume
+	$(JOINT) --config $(CONFIGS)/cycle3.json --init runs/restart/best.safetensors $(TRAIN_ARGS) -o runs/cycle3 --resume
+	$(JOINT) --config $(CONFIGS)/finetune-fp.json --init runs/finetune/best-ferplus.safetensors $(TRAIN_ARGS) \
+	  -o runs/finetune-fp --resume
 	$(VENV)/bin/ferkit export runs/finetune --head fer2013 --name fer2013-7 -o src/ferkit/weights --tta auto
 	$(VENV)/bin/ferkit export runs/finetune --head ferplus --soup runs/restart/best.safetensors --soup runs/cycle3 \
 	  --soup runs/finetune-fp --name ferplus-8 -o src/ferkit/weights --tta auto
 
-# Single-task alternatives: the same recipe on FER2013's labels alone, or on FER+'s votes alone.
+# Single-task alternatives: stage 1's recipe on FER2013's labels alone, or on FER+'s votes alone.
 train-fer2013-7: $(VENV)/.dev
-	$(VENV)/bin/ferkit train $(DATA) $(RECIPE) -o runs/fer2013-7 --resume
+	$(TRAIN) --config $(CONFIGS)/joint.json $(TRAIN_ARGS) -o runs/fer2013-7 --resume
 
 train-ferplus-8: $(VENV)/.dev
-	$(VENV)/bin/ferkit train $(DATA) --ferplus $(DATA)/fer2013new.csv $(RECIPE) -o runs/ferplus-8 --resume
+	$(TRAIN) --ferplus $(DATA)/fer2013new.csv --config $(CONFIGS)/joint.json $(TRAIN_ARGS) -o runs/ferplus-8 --resume
 
 clean:
 	rm -rf $(VENV) runs explore out

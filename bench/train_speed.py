@@ -24,8 +24,9 @@ from contextlib import nullcontext
 import torch
 
 from ferkit.models import count_parameters, create_model, list_models
-from ferkit.train.export import hardware
-from ferkit.train.loop import cpu_has_fast_bf16, pick_device, soft_cross_entropy, uses_bf16
+from ferkit.train.device import cpu_has_fast_bf16, pick_device, uses_bf16
+from ferkit.train.losses import soft_cross_entropy
+from ferkit.train.provenance import hardware
 
 VARIANTS = {  # name -> (bf16 autocast, channels_last)
     "fp32": (False, False),

@@ -48,7 +48,9 @@ def test_ensemble_export_is_the_mean_of_its_members(runs):
     from ferkit.modelcard import ModelCard
     from ferkit.preprocessing import normalize
     from ferkit.runtime.model import FacialExpressionModel
-    from ferkit.train.export import load_run_model, load_shipped_torch, round_to_half
+    from ferkit.train.export import load_shipped_torch
+    from ferkit.train.onnx_export import round_to_half
+    from ferkit.train.run import RunFolder
 
     out = runs["root"] / "ship"
     r = run_cli("export", runs["b"], "--ensemble", runs["a"], "--half", "--name", "ens", "-o", out, "--tta", "none")
@@ -70,7 +72,7 @@ def test_ensemble_export_is_the_mean_of_its_members(runs):
     faces = load_dataset(runs["data"]).split("PrivateTest").images
     x = torch.from_numpy(normalize(faces))
     with torch.no_grad():
-        members = [round_to_half(load_run_model(runs[k])[0])(x).softmax(1) for k in ("b", "a")]
+        members = [round_to_half(RunFolder(runs[k]).load_model()[0])(x).softmax(1) for k in ("b", "a")]
         shipped, _ = load_shipped_torch(out / "ens.safetensors")
         p_shipped = shipped(x).softmax(1).numpy()
     expect = ((members[0] + members[1]) / 2).numpy()

@@ -13,7 +13,7 @@ import pytest
 
 from _fer_small import assert_one_line_error, real_data_dir, real_faces, run_cli, small_csv
 from ferkit.evaluation import (
-    align_classes, compute_metrics, expected_calibration_error, load_predictor, predict_tta,
+    align_classes, compute_metrics, expected_calibration_error, onnx_predictor, predict_tta,
 )
 from ferkit.preprocessing import five_crops, tta_views
 
@@ -129,7 +129,7 @@ def shipped(tmp_path_factory):
 def test_export_writes_a_complete_card(shipped):
     from ferkit.modelcard import ModelCard
     from ferkit.runtime.model import FacialExpressionModel
-    from ferkit.train.export import sha256
+    from ferkit.train.provenance import sha256
 
     card = ModelCard.load(shipped["card"])
     assert card.classes == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
@@ -139,7 +139,7 @@ def test_export_writes_a_complete_card(shipped):
         assert 0.0 < card.metrics[split]["accuracy"] <= 1.0
     t = card.training
     assert t["data_sha256"] == {"small.csv": sha256(shipped["csv"])}
-    from ferkit.train.loop import cpu_has_fast_bf16
+    from ferkit.train.device import cpu_has_fast_bf16
 
     auto_precision = "bf16" if cpu_has_fast_bf16() else "fp32"  # --precision auto on this CPU
     assert t["epochs"] == 1 and t["wall_seconds"] > 0 and t["hardware"] and t["precision"] == [auto_precision]
@@ -157,6 +157,22 @@ def test_export_writes_a_complete_card(shipped):
     assert sorted(p.name for p in shipped["onnx"].parent.iterdir()) == [
         "tiny-fer.json", "tiny-fer.onnx", "tiny-fer.safetensors"]
     assert (shipped["run"] / "eval" / "tiny-fer" / "PrivateTest" / "confusion.png").is_file()
+
+
+def test_card_records_a_quick_check_that_evaluate_repeats(shipped):
+    """Export also scores every 8th face of each split; `ferkit evaluate --every 8` prints that figure, with a
+    progress bar over its inference on stderr (stdout stays pure JSON)."""
+    from ferkit.modelcard import ModelCard
+
+    card = ModelCard.load(shipped["card"])
+    for split, n in (("PublicTest", 300), ("PrivateTest", 400)):
+        assert card.metrics[split]["sample"]["every"] == 8 and card.metrics[split]["sample"]["faces"] == -(-n // 8)
+    r = run_cli("evaluate", shipped["onnx"], shipped["csv"], "--every", 8, "--json", "--out", shipped["root"] / "e8")
+    assert r.returncode == 0, r.stderr
+    m = json.loads(r.stdout)
+    assert m["n"] == 50 and m["data"]["faces_in_split"] == 400 and m["data"]["sample_every"] == 8
+    assert m["accuracy"] == pytest.approx(card.metrics["PrivateTest"]["sample"]["accuracy"], abs=1e-5)
+    assert "scoring (TTA flip)" in r.stderr and "/50" in r.stderr
 
 
 def test_export_tta_auto_chooses_on_publictest_only(shipped):
@@ -190,10 +206,10 @@ def test_training_command_rebuilds_the_config(shipped, monkeypatch):
     import ferkit.train.loop as loop
     from ferkit.apps.cli import app
     from ferkit.train.config import TrainConfig
-    from ferkit.train.export import training_command
+    from ferkit.train.provenance import training_command
 
     seen = {}
-    monkeypatch.setattr(loop, "train", lambda cfg, resume=False: seen.setdefault("cfg", cfg) and
+    monkeypatch.setattr(loop, "train", lambda cfg, resume=False, **_: seen.setdefault("cfg", cfg) and
                         {"best_acc": 0.0, "best_epoch": 0})
     original = TrainConfig.load(shipped["run"] / "config.json")
     variant = TrainConfig(**{**original.__dict__, "classes": ["happy", "sad"], "flip": False, "limit": 99,
@@ -225,8 +241,10 @@ def test_evaluate_run_folder_and_exported_onnx_agree(shipped):
 
 def test_onnx_matches_torch_on_real_faces(shipped):
     faces = real_faces().split("PrivateTest").images[:512]
-    p_torch = load_predictor(shipped["run"]).predict(faces)
-    p_onnx = load_predictor(shipped["onnx"]).predict(faces)
+    from ferkit.train.predictor import run_predictor
+
+    p_torch = run_predictor(shipped["run"]).predict(faces)
+    p_onnx = onnx_predictor(shipped["onnx"]).predict(faces)
     assert np.array_equal(p_torch.argmax(1), p_onnx.argmax(1))
     assert np.abs(p_torch - p_onnx).max() < 1e-4
 

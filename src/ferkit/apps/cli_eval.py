@@ -15,16 +15,34 @@ from rich.console import Console
 from rich.table import Table
 
 from ferkit.apps.errors import user_errors
+from ferkit.errors import UsageError, require_extra
+from ferkit.fileio import ensure_dir
 
 O = typer.Option
 console = Console()
 err_console = Console(stderr=True)
 
 
-def _default_out(model: Path, split: str, tta: str, head: str | None = None) -> Path:
-    if model.is_dir():
-        return model / "-".join(filter(None, ["eval", head, split, tta]))
-    return Path("eval") / f"{model.stem}-{split}-{tta}"
+def _default_out(model: str, predictor, split: str, tta: str, head: str | None = None) -> Path:
+    if Path(model).is_dir():
+        from ferkit.train.run import RunFolder
+
+        return RunFolder(model).eval_reports(head, split, tta)
+    return Path("eval") / f"{predictor.path.stem}-{split}-{tta}"
+
+
+def load_predictor(model: str, threads: int | None = None, head: str | None = None):
+    """A run folder is scored with torch (`ferkit.train.predictor`), anything else as an ONNX model (the runtime)."""
+    if Path(model).is_dir():
+        require_extra("train", "scoring a training run folder (or evaluate its exported .onnx)", "torch", "safetensors")
+        from ferkit.train.predictor import run_predictor
+
+        return run_predictor(model, threads, head)
+    if head is not None:
+        raise UsageError(f"--head {head!r} picks a head of a joint training run folder; {model} is not a run folder")
+    from ferkit.evaluation import onnx_predictor
+
+    return onnx_predictor(model, threads)
 
 
 def _metrics_table(m: dict) -> Table:
@@ -61,27 +79,34 @@ def evaluate(
     threads: Annotated[Optional[int], O(help="CPU threads for the model.")] = None,
     head: Annotated[Optional[str], O(help="Joint run folders (--aux-ferplus): which head to score, fer2013 "
                                           "(default) or ferplus (with --ferplus, against the majority vote).")] = None,
+    every: Annotated[Optional[int], O(help="Score every Nth face of the split only (faces 0, N, 2N, ...): a quick, "
+                                           "deterministic check; model cards record the figure for every 8th.")] = None,
 ) -> None:
     """Accuracy, per-class precision/recall/F1, confusion matrix, calibration (ECE) of a model on labelled faces."""
+    require_extra("eval", "ferkit evaluate", "sklearn")
     from ferkit.data import load_dataset
-    from ferkit.evaluation import choose_split, evaluate as run_evaluation, load_predictor
+    from ferkit.evaluation import choose_split, evaluate as run_evaluation
     from ferkit.preprocessing import TTA_MODES
 
     if tta is not None and tta not in TTA_MODES:
-        raise ValueError(f"--tta {tta!r}: choose one of {', '.join(TTA_MODES)}")
+        raise UsageError(f"--tta {tta!r}: choose one of {', '.join(TTA_MODES)}")
+    if every is not None and every < 1:
+        raise UsageError(f"--every {every}: must be at least 1")
     predictor = load_predictor(model, threads, head)
     faces = load_dataset(data, ferplus=ferplus)
     split_name, _ = choose_split(faces, split)  # a bad split fails here, before any scoring
     tta = tta or predictor.default_tta
-    out = out or _default_out(Path(model) if Path(model).is_dir() else predictor.path, split_name, tta, head)
-    m = run_evaluation(predictor, data, split=split, tta=tta, ferplus=ferplus, out=out, faces=faces)
+    out = out or _default_out(model, predictor, split_name, tta, head)
+    m = run_evaluation(predictor, data, split=split, tta=tta, ferplus=ferplus, out=out, faces=faces, every=every,
+                       progress=True)
     if as_json:
         typer.echo(json.dumps(m, indent=2))
         return
     d = m["data"]
+    sample = f", every {d['sample_every']}th: {d['faces_in_sample']:,}" if d.get("sample_every") else ""
     console.print(f"model [bold]{m['model']['name']}[/bold] ({m['model']['backend']}, {m['model']['architecture']}, "
                   f"{len(m['model']['classes'])} classes)  data {d['source']} split {d['split']}: "
-                  f"{d['faces_in_split']:,} faces", highlight=False, soft_wrap=True)
+                  f"{d['faces_in_split']:,} faces{sample}", highlight=False, soft_wrap=True)
     for cls, n in m["classes"]["left_out"].items():
         console.print(f"[yellow]left out:[/yellow] {n:,} faces of class {cls!r}, which the model does not know",
                       highlight=False, soft_wrap=True)
@@ -108,28 +133,29 @@ def summary(
     as_json: Annotated[bool, O("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Keras-style model summary: layers, output shapes, parameters, totals; optionally a picture."""
+    require_extra("train", "ferkit summary", "torch", "torchinfo")
     from ferkit.models import create_model, list_models, load_architecture
+    from ferkit.train.run import RunFolder
     from ferkit.train.summary import as_dict, plot_architecture, summarize, summary_text
 
     path = Path(model)
     if path.is_dir():
-        if not (path / "model.json").is_file():
-            raise FileNotFoundError(f"{path}: not a training run folder (model.json is missing)")
-        net, spec = load_architecture(path / "model.json")
+        run = RunFolder(path).require(weights=False)
+        net, spec = load_architecture(run.architecture)
         name = f"{spec['name']} ({path.name})"
     elif model in list_models():
         if classes < 2:
-            raise ValueError(f"--classes {classes}: a classifier needs at least 2 classes")
+            raise UsageError(f"--classes {classes}: a classifier needs at least 2 classes")
         net, name = create_model(model, classes), model
     else:
-        raise ValueError(f"{model!r} is neither a registered model ({', '.join(list_models())}) nor a run folder")
+        raise UsageError(f"{model!r} is neither a registered model ({', '.join(list_models())}) nor a run folder")
     s = summarize(net, name=name)
     if as_json:
         typer.echo(json.dumps(as_dict(s), indent=2))
     else:
         typer.echo(summary_text(s))
     if png is not None:
-        png.parent.mkdir(parents=True, exist_ok=True)
+        ensure_dir(png.parent)
         plot_architecture(s, png)
         (err_console if as_json else console).print(f"wrote {png}", highlight=False)
 
@@ -155,10 +181,11 @@ def export(
     """Export a run to ONNX with its model card; checks ONNX against torch and scores it on PublicTest/PrivateTest."""
     import re
 
+    require_extra("train", "ferkit export", "torch", "safetensors", "onnx", "sklearn")
     from ferkit.train.export import export_run
 
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
-        raise ValueError(f"--name {name!r}: use letters, digits, '.', '_' and '-'")
+        raise UsageError(f"--name {name!r}: use letters, digits, '.', '_' and '-'")
     res = export_run(run, name, out, tta=tta, data=data, notes=notes, head=head, ensemble=ensemble or (), half=half,
                      soup=soup or ())
     card = res["card_data"]

@@ -1,94 +1,157 @@
-"""`ferkit train`: the training stack from the command line (torch is imported only when it runs)."""
+"""`ferkit train` and `ferkit models`. The options of `train` are not written here: they are built from the
+fields of `ferkit.train.config.TrainConfig` (default, help text, flag), plus `--config` and `--resume`.
+Torch is imported only when a command runs."""
 
 from __future__ import annotations
 
+import inspect
+import sys
+import typing
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from ferkit.apps.errors import user_errors
-from ferkit.classes import parse_class_list
+from ferkit.errors import ConfigError, require_extra
+from ferkit.train.config import TrainConfig, default_of, field_types, flag_of, load_recipe, resume_config
+from ferkit.train.run import RunFolder
 
-O = typer.Option
+CLI_ONLY = {
+    "resume": (bool, False, "Continue the run in --out from its last checkpoint (a folder with no run yet starts "
+                            "one). Settings given with it must match the run's, except those a run may change "
+                            "midway (--epochs with a plateau or no schedule, --early-stop, --threads, --device, "
+                            "--precision, a moved DATA)."),
+    "config": (Optional[Path], None, "A recipe: a JSON (or TOML) object of these settings, e.g. configs/joint.json "
+                                     "or a run's config.json. Options given here override it."),
+}
+
+
+# ---------------------------------------------------------------------------- the options, from TrainConfig
+def _cli_type(hint, kind: str | None):
+    optional = type(None) in typing.get_args(hint)
+    if kind == "path":
+        return Optional[Path] if optional else Path
+    if kind == "paths":
+        return Optional[list[Path]]
+    if kind == "classes":
+        return Optional[str]
+    if optional:
+        return Optional[next(a for a in typing.get_args(hint) if a is not type(None))]
+    return hint
+
+
+def _parameters() -> list[inspect.Parameter]:
+    hints = field_types()
+    params = [inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)]
+    for f in fields(TrainConfig):
+        meta = f.metadata
+        if not meta["cli"]:
+            continue
+        kind = meta["kind"]
+        if f.name == "data":
+            params.append(inspect.Parameter("data", inspect.Parameter.KEYWORD_ONLY,
+                                            annotation=Annotated[Path, typer.Argument(help=meta["help"])]))
+            continue
+        decls = [flag_of(f.name)] + ([meta["short"]] if meta["short"] else [])
+        default = default_of(f.name)
+        if kind == "paths":
+            default = None
+        elif kind == "path" and default is not None:
+            default = Path(default)
+        elif kind == "classes" and default is not None:
+            default = ",".join(default)
+        info = typer.Option(*decls, help=meta["help"]) if meta["flag"] or meta["short"] else typer.Option(help=meta["help"])
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                        annotation=Annotated[_cli_type(hints[f.name], kind), info]))
+    for name, (hint, default, help_text) in CLI_ONLY.items():
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                        annotation=Annotated[hint, typer.Option(help=help_text)]))
+    return params
+
+
+def _field_value(name: str, value):
+    """A command-line value as the TrainConfig field holds it (paths as strings, classes as a list)."""
+    from ferkit.classes import parse_class_list
+
+    kind = next(f.metadata["kind"] for f in fields(TrainConfig) if f.name == name)
+    if kind == "path":
+        return None if value is None else str(value)
+    if kind == "paths":
+        return [str(v) for v in value or []]
+    if kind == "classes":
+        try:
+            names = parse_class_list(value)
+        except ValueError as exc:
+            raise ConfigError(f"--classes {value!r}: {exc}") from None
+        return list(names) if names else None
+    return value
+
+
+def given_options(ctx: typer.Context, options: dict) -> dict:
+    """The TrainConfig settings the command line gave (options left at their defaults are not given)."""
+    given = {}
+    for name, value in options.items():
+        source = ctx.get_parameter_source(name)  # an enum of typer's own click: compared by name
+        if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP"):
+            given[name] = _field_value(name, value)
+    return given
+
+
+# ---------------------------------------------------------------------------- the commands
+@dataclass
+class Plan:
+    """What `ferkit train` will do: the config, whether it resumes, and what the run folder keeps of the asking."""
+
+    cfg: TrainConfig
+    resume: bool
+    recipe: dict | None  # {"file": the --config path, "settings": its contents}
+    changes: list[str]  # settings a resume changes (e.g. more epochs)
+
+
+def plan_run(ctx: typer.Context) -> Plan:
+    """The TrainConfig a `ferkit train` command line asks for: the --config recipe, overridden by the options
+    given; with --resume and a run in the -o folder, that run's own config, with the given settings that
+    may change midway applied and any other difference refused (ConfigError naming them)."""
+    options = dict(ctx.params)
+    resume, config = options.pop("resume"), options.pop("config")
+    recipe = load_recipe(config) if config is not None else {}
+    requested = {**recipe, **given_options(ctx, options)}
+    out = requested.get("out") or default_of("out")
+    run = RunFolder(out)
+    changes: list[str] = []
+    if resume and run.config.is_file():  # resume in this folder, wherever it was when the run started
+        cfg, changes = resume_config(run.load_config(), requested, out)
+    else:
+        cfg = TrainConfig.from_dict(requested, source="options")
+    return Plan(cfg.validate(), resume, {"file": str(config), "settings": recipe} if config is not None else None,
+                changes)
 
 
 @user_errors
-def train(
-    data: Annotated[Path, typer.Argument(help="FER2013 CSV, folder tree, or folder holding fer2013.csv[.gz].")],
-    model: Annotated[str, O(help="Registered architecture (see `ferkit models`).")] = "seed-cnn",
-    out: Annotated[Path, O("--out", "-o", help="Run folder: checkpoints, history.csv, curves.png.")] = Path("runs/run"),
-    ferplus: Annotated[Optional[Path], O(help="FER+ votes file: 8 classes, vote distributions as soft targets.")] = None,
-    aux_ferplus: Annotated[Optional[Path], O(help="FER+ votes file for a second head: one net learns FER2013's "
-                                                  "7 labels and FER+'s 8-class votes (export each with --head).")] = None,
-    aux_weight: Annotated[float, O(help="Weight of the FER+ head's loss (with --aux-ferplus).")] = 1.0,
-    init: Annotated[Optional[Path], O(help="Start from these weights: a .safetensors file or a run folder (its "
-                                           "best.safetensors); fresh optimiser and schedule (fine-tune, warm restart).")] = None,
-    teacher: Annotated[Optional[list[Path]], O(help="Distil from this checkpoint of the same architecture and heads "
-                                                   "(repeat for an ensemble): the teachers' mean probabilities on each "
-                                                   "training face (and its mirror) are blended into the targets.")] = None,
-    distill_weight: Annotated[float, O(help="Share of the teachers in each target (with --teacher).")] = 0.5,
-    classes: Annotated[Optional[str], O(help="Class subset, e.g. happy,sad,neutral,surprise.")] = None,
-    epochs: Annotated[int, O(help="Epochs.")] = 15,
-    batch_size: Annotated[int, O(help="Batch size.")] = 64,
-    optimizer: Annotated[str, O(help="adam | adamw | sgd.")] = "adam",
-    lr: Annotated[float, O(help="Learning rate (peak LR for onecycle).")] = 5e-4,
-    weight_decay: Annotated[float, O(help="Weight decay (not applied to biases/BN).")] = 0.0,
-    schedule: Annotated[str, O(help="plateau (ReduceLROnPlateau) | cosine | onecycle | none.")] = "plateau",
-    plateau_patience: Annotated[int, O(help="Plateau: epochs without improvement before the LR drops.")] = 2,
-    warmup_epochs: Annotated[float, O(help="Cosine: linear warm-up epochs.")] = 0.0,
-    swa_start: Annotated[Optional[int], O(help="Stochastic weight averaging: average the weights of every epoch from "
-                                               "this one on (BatchNorm re-estimated); the average is scored and "
-                                               "checkpointed like any epoch. Pair with a constant LR (--schedule none).")] = None,
-    early_stop: Annotated[Optional[int], O(help="Stop after N epochs without a better validation accuracy.")] = None,
-    label_smoothing: Annotated[float, O(help="Label smoothing.")] = 0.0,
-    mixup: Annotated[float, O(help="Mixup alpha (0 = off).")] = 0.0,
-    cutmix: Annotated[float, O(help="CutMix alpha (0 = off).")] = 0.0,
-    class_weights: Annotated[bool, O(help="Inverse-frequency class weights in the loss.")] = False,
-    flip: Annotated[bool, O(help="Random horizontal flips.")] = True,
-    rotation: Annotated[float, O(help="Random rotation range, degrees.")] = 10.0,
-    shift: Annotated[float, O(help="Random shift range, fraction of the side.")] = 0.1,
-    zoom: Annotated[float, O(help="Random zoom range, +- fraction.")] = 0.1,
-    crop_pad: Annotated[int, O(help="Random crop after reflect-padding by N pixels (0 = off).")] = 0,
-    erasing: Annotated[float, O(help="Random-erasing probability.")] = 0.0,
-    limit: Annotated[Optional[int], O(help="Use only N random training faces (quick runs).")] = None,
-    train_split: Annotated[str, O(help="Split to train on.")] = "Training",
-    val_split: Annotated[str, O(help="Split to choose the best epoch on.")] = "PublicTest",
-    precision: Annotated[str, O(help="auto (bf16 on AMX/AVX512-BF16 CPUs and CUDA) | bf16 | fp32.")] = "auto",
-    device: Annotated[str, O(help="auto | cpu | cuda.")] = "auto",
-    seed: Annotated[int, O(help="Random seed.")] = 0,
-    threads: Annotated[Optional[int], O(help="CPU threads for torch.")] = None,
-    resume: Annotated[bool, O(help="Continue the run in --out from its last checkpoint.")] = False,
-    config: Annotated[Optional[Path], O(help="Load all settings from a config.json (other options ignored).")] = None,
-) -> None:
-    """Train a model. Defaults are the FER tutorials' recipe: Adam 5e-4, batch 64, 15 epochs, plateau LR."""
-    from ferkit.train.config import TrainConfig
+def train(ctx: typer.Context, **options) -> None:
+    require_extra("train", "ferkit train", "torch", "safetensors")
+    plan = plan_run(ctx)
+    for change in plan.changes:
+        typer.echo(f"resuming with {change}", err=True)
     from ferkit.train.loop import train as run_training
 
-    if config is not None:
-        cfg = TrainConfig.load(config)
-    else:
-        names = parse_class_list(classes)
-        cfg = TrainConfig(
-            data=str(data), ferplus=str(ferplus) if ferplus else None,
-            aux_ferplus=str(aux_ferplus) if aux_ferplus else None, aux_weight=aux_weight, classes=list(names) if names else None,
-            model=model, init=str(init) if init else None, teachers=[str(t) for t in teacher or []],
-            distill_weight=distill_weight, out=str(out), epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
-            weight_decay=weight_decay, schedule=schedule, plateau_patience=plateau_patience,
-            warmup_epochs=warmup_epochs, swa_start=swa_start, early_stop=early_stop, label_smoothing=label_smoothing, mixup=mixup,
-            cutmix=cutmix, class_weights=class_weights, flip=flip, rotation=rotation, shift=shift, zoom=zoom,
-            crop_pad=crop_pad, erasing=erasing, limit=limit, train_split=train_split, val_split=val_split,
-            precision=precision, device=device, seed=seed, threads=threads,
-        )
-    if resume and (Path(cfg.out) / "config.json").exists():
-        cfg = TrainConfig.load(Path(cfg.out) / "config.json")
-    state = run_training(cfg, resume=resume)
-    typer.echo(f"best {cfg.val_split} accuracy {state['best_acc']:.4f} at epoch {state['best_epoch']}; "
-               f"weights in {Path(cfg.out) / 'best.safetensors'}")
+    state = run_training(plan.cfg, resume=plan.resume, argv=["ferkit", *sys.argv[1:]], recipe=plan.recipe,
+                         changes=plan.changes)
+    typer.echo(f"best {plan.cfg.val_split} accuracy {state['best_acc']:.4f} at epoch {state['best_epoch']}; "
+               f"weights in {RunFolder(plan.cfg.out).best}")
 
 
+train.__doc__ = "Train a model. Defaults are the FER tutorials' recipe: Adam 5e-4, batch 64, 15 epochs, plateau LR."
+train.__signature__ = inspect.Signature(_parameters())  # what typer reads to build the options
+train.__annotations__ = {p.name: p.annotation for p in train.__signature__.parameters.values()}
+
+
+@user_errors
 def models() -> None:
     """List the registered architectures with their parameter counts (7 classes)."""
+    require_extra("train", "ferkit models", "torch")
     from ferkit.models import count_parameters, create_model, list_models
 
     for name in list_models():

@@ -1,65 +1,16 @@
 """Model registry, timm-style: `create_model("seed-cnn", num_classes=7)`.
 
-Every architecture is a function registered under a name; its keyword arguments are plain data,
-so a model is saved as JSON (name + kwargs) beside safetensors weights and rebuilt from that.
+Every architecture is a function registered under a name (`ferkit.models.registry`); its keyword
+arguments are plain data, so a model is saved as JSON (name + kwargs) beside safetensors weights and
+rebuilt from that. Importing this package registers every architecture.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
-from pathlib import Path
-
-from torch import nn
-
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
-_COMPOSITE: set[str] = set()  # built from other models' specs (the ensemble): not trainable by name alone
-
-
-def register_model(name: str, composite: bool = False) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        _REGISTRY[name] = fn
-        if composite:
-            _COMPOSITE.add(name)
-        return fn
-
-    return deco
-
-
-def list_models() -> list[str]:
-    """The architectures `ferkit train --model` accepts (composites such as the ensemble are left out)."""
-    return sorted(set(_REGISTRY) - _COMPOSITE)
-
-
-def create_model(name: str, num_classes: int = 7, **kwargs) -> nn.Module:
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; registered: {', '.join(list_models())}")
-    model = _REGISTRY[name](num_classes=num_classes, **kwargs)
-    model.ferkit_spec = {"name": name, "num_classes": num_classes, "kwargs": kwargs}
-    return model
-
-
-def model_spec(model: nn.Module) -> dict:
-    """The plain-data recipe (name, num_classes, kwargs) that rebuilds this model."""
-    return dict(model.ferkit_spec)
-
-
-def save_architecture(model: nn.Module, path: str | Path, **extra) -> None:
-    Path(path).write_text(json.dumps({**model_spec(model), **extra}, indent=2) + "\n")
-
-
-def load_architecture(path: str | Path) -> tuple[nn.Module, dict]:
-    """Rebuild a model from its architecture JSON; returns (model, the whole JSON)."""
-    spec = json.loads(Path(path).read_text())
-    return create_model(spec["name"], spec["num_classes"], **spec.get("kwargs", {})), spec
-
-
-def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
-
-# Importing the architecture modules fills the registry.
-from ferkit.models import cnn, ensemble, mlp, resnet  # noqa: E402,F401
+from ferkit.models import cnn, ensemble, mlp, resnet  # noqa: F401  (importing them fills the registry)
+from ferkit.models.registry import (
+    count_parameters, create_model, list_models, load_architecture, model_spec, register_model, save_architecture,
+)
 
 __all__ = ["count_parameters", "create_model", "list_models", "load_architecture", "model_spec",
            "register_model", "save_architecture"]

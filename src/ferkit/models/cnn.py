@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ferkit.models import register_model
+from ferkit.models.registry import register_model
 
 
 def conv_bn(cin: int, cout: int, k: int = 3, bias: bool = True) -> list[nn.Module]:

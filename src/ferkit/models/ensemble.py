@@ -10,7 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ferkit.models import create_model, register_model
+from ferkit.errors import UsageError
+
+from ferkit.models.registry import create_model, register_model
 
 
 class Ensemble(nn.Module):
@@ -27,5 +29,5 @@ class Ensemble(nn.Module):
 def ensemble(num_classes: int = 7, members: tuple[dict, ...] = ()) -> nn.Module:
     """Mean probabilities of `members`, each {"name": registered model, "kwargs": {...}}."""
     if len(members) < 2:
-        raise ValueError("an ensemble needs at least two members")
+        raise UsageError("an ensemble needs at least two members")
     return Ensemble([create_model(m["name"], num_classes, **m.get("kwargs", {})) for m in members])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ferkit.models import register_model
+from ferkit.models.registry import register_model
 
 
 class BasicBlock(nn.Module):

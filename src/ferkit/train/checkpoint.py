@@ -30,8 +30,12 @@ def atomic_save(tensors: dict[str, torch.Tensor], path: str | Path, metadata: di
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            from ferkit.errors import OutputError
+
+            raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
         raise
     _fsync_dir(path.parent)
 
@@ -61,18 +65,12 @@ def load_weights(model: torch.nn.Module, path: str | Path) -> dict:
     return read_metadata(path)
 
 
-def weights_path(source: str | Path) -> Path:
-    """The weights file a --init/--teacher source names: the file itself, or a run folder's best.safetensors."""
-    path = Path(source)
-    return path / "best.safetensors" if path.is_dir() else path
+def load_init_weights(model: torch.nn.Module, path: str | Path, what: str = "--init") -> None:
+    """Starting weights for a fine-tune or warm restart (`train --init`) or a teacher: a weights file or a
+    training checkpoint (last.safetensors). The architecture must match; `what` names the option in errors."""
+    from ferkit.errors import DataError
 
-
-def load_init_weights(model: torch.nn.Module, source: str | Path, what: str = "--init") -> None:
-    """Starting weights for a fine-tune or warm restart (`train --init`): a weights file, a training
-    checkpoint (last.safetensors) or a run folder (its best.safetensors). The architecture must match."""
-    from ferkit.data import DataError
-
-    path = weights_path(source)
+    path = Path(path)
     if not path.is_file():
         raise DataError(f"{what}: no weights at {path}")
     try:

@@ -13,23 +13,24 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from pathlib import Path
-
 import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-TEACHER_CACHE = "teacher-probs.safetensors"
+from ferkit.errors import ConfigError
+from ferkit.train.run import Head, RunFolder, head_sizes, weights_file
 
 
-def teacher_probabilities(teachers: list[str], make_model, images: np.ndarray, sizes: list[int], device, autocast,
-                          channels_last: bool, out: Path) -> torch.Tensor:
-    """Mean per-head probabilities (N, sum(sizes)) of the teachers, face and mirror; cached in `out`."""
+
+def teacher_probabilities(teachers: list[str], make_model, images: np.ndarray, heads: list[Head], device, autocast,
+                          channels_last: bool, run: RunFolder) -> torch.Tensor:
+    """Mean per-head probabilities (N, sum of the heads' sizes) of the teachers, face and mirror; cached in the run."""
     from ferkit.train.checkpoint import load_init_weights
-    from ferkit.train.loop import predict_logits
+    from ferkit.train.scoring import predict_logits
 
-    cache = out / TEACHER_CACHE
+    sizes = head_sizes(heads)
+    cache = run.teacher_cache
     key = json.dumps({"teachers": _fingerprint(teachers), "faces": hashlib.sha256(np.ascontiguousarray(images)).hexdigest()})
     if cache.exists():
         with safe_open(str(cache), framework="pt") as f:
@@ -40,14 +41,15 @@ def teacher_probabilities(teachers: list[str], make_model, images: np.ndarray, s
     total = torch.zeros(len(images), sum(sizes))
     for i, path in enumerate(teachers, 1):
         model = make_model()
-        load_init_weights(model, path, what="--teacher")
+        load_init_weights(model, weights_file(path), what="--teacher")
         model = model.to(device)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         print(f"teacher {i}/{len(teachers)}: {path}", file=sys.stderr, flush=True)
         with torch.no_grad():
-            total += predict_logits(model, images, device, autocast, channels_last, tta_flip=True, sizes=sizes).exp()
+            total += predict_logits(model, images, device, autocast, channels_last, tta_flip=True, heads=heads).exp()
     probs = total / len(teachers)
+    run.create()
     save_file({"probs": probs.contiguous()}, str(cache), metadata={"teachers": key})
     return probs
 
@@ -64,16 +66,14 @@ def blend_targets(targets: torch.Tensor, teacher: torch.Tensor, weight: float, s
 
 def check_weight(weight: float) -> None:
     if not 0.0 < weight <= 1.0:
-        raise ValueError(f"--distill-weight must be in (0, 1], got {weight}")
+        raise ConfigError(f"--distill-weight {weight}: must be in (0, 1]")
 
 
 def _fingerprint(teachers: list[str]) -> list:
     """The teacher files (path, size, mtime): a changed list or a retrained teacher is recomputed."""
-    from ferkit.train.checkpoint import weights_path
-
     files = []
     for t in teachers:
-        p = weights_path(t)
+        p = weights_file(t)
         st = p.stat() if p.exists() else None
         files.append([str(p.resolve()), st.st_size if st else -1, st.st_mtime_ns if st else -1])
     return files

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ferkit.errors import MissingExtraError
 from ferkit.preprocessing import INPUT_SIZE
 
 CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
@@ -90,7 +91,7 @@ def summarize(model: nn.Module, name: str = "", num_classes: int | None = None,
     try:
         import torchinfo
     except ImportError:
-        raise ValueError("`ferkit summary` needs torchinfo: pip install 'ferkit[train]'") from None
+        raise MissingExtraError("train", "`ferkit summary`", "torchinfo") from None
     model = model.float().eval().to(memory_format=torch.contiguous_format)
     stats = torchinfo.summary(model, input_size=(1, *input_shape), depth=64, verbose=0, device="cpu",
                               col_names=("output_size", "num_params", "mult_adds"))

@@ -1,0 +1,44 @@
+"""What scoring needs of a model: a function from uint8 faces to probabilities, and its class names.
+
+An ONNX model (a .onnx file with its card, or a shipped model's name) becomes one here, through the
+runtime (onnxruntime, never torch). A training run folder becomes one in `ferkit.train.predictor`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ferkit.errors import UsageError
+
+PredictFn = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Predictor:
+    """A loaded model reduced to what scoring needs; calling it predicts."""
+
+    predict: PredictFn  # uint8 faces (N, 48, 48) -> probabilities (N, C)
+    classes: tuple[str, ...]
+    backend: str  # "onnx" (onnxruntime) or "torch" (a training run folder)
+    name: str
+    architecture: str
+    default_tta: str  # the card's TTA for ONNX models (what the runtime does), "none" for runs
+    path: Path
+
+    def __call__(self, faces: np.ndarray) -> np.ndarray:
+        return self.predict(faces)
+
+
+def onnx_predictor(model: str | Path, threads: int | None = None) -> Predictor:
+    """An ONNX model: a .onnx file with its card JSON beside it, or a shipped model's name (onnxruntime only)."""
+    if Path(model).is_dir():
+        raise UsageError(f"{model} is a folder, not an ONNX model (a training run folder is scored with torch)")
+    from ferkit.runtime.model import FacialExpressionModel
+
+    onnx = FacialExpressionModel(model, threads=threads, tta="none")  # TTA is done by scoring, on uint8 faces
+    return Predictor(onnx.predict_proba, onnx.classes, "onnx", onnx.card.name, onnx.card.architecture,
+                     onnx.card.tta or "none", onnx.path)
