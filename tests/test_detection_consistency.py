@@ -1,6 +1,6 @@
-"""One photo, the same faces everywhere: the web API (a real `ferkit serve` on 127.0.0.1), `ferkit predict`,
-`ferkit chart` and `ferkit.analyze` share one detection-size setting (`ferkit.runtime.defaults`), so their
-boxes agree to a pixel and their labels are the same."""
+"""One photo, the same faces everywhere: the web API (a real `ferkit serve` on 127.0.0.1), `ferkit predict` and
+`ferkit.analyze` share one detection-size setting (`ferkit.runtime.defaults`), so their boxes agree to a pixel
+or two and their labels are the same."""
 
 from __future__ import annotations
 
