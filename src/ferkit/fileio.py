@@ -55,8 +55,10 @@ def input_file(path: str | Path, what: str, error: type[Exception], allow_empty:
     return st
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write `data` to `path` atomically (temp file + fsync + rename); OutputError names the file on failure."""
+def atomic_write_bytes(path: str | Path, data: bytes, sync: bool = True) -> Path:
+    """Write `data` to `path` atomically (temp file + fsync + rename); OutputError names the file on failure.
+
+    `sync=False` skips the fsync: for the many files of a tree that is itself renamed into place when whole."""
     path = Path(path)
     tmp = None
     try:
@@ -65,7 +67,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
-            os.fsync(fh.fileno())
+            if sync:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
         tmp = None
     except OSError as exc:
@@ -101,7 +104,7 @@ def ensure_dir(path: str | Path) -> Path:
     return path
 
 
-def write_image(path: str | Path, image: np.ndarray, params: list[int] | None = None) -> Path:
+def write_image(path: str | Path, image: np.ndarray, params: list[int] | None = None, sync: bool = True) -> Path:
     """Encode `image` by the file's extension and write it atomically; OutputError when encoding or writing fails.
 
     (`cv2.imwrite` returns False on a full disk or an unknown extension and writes a 0-byte file; this never does.)
@@ -116,4 +119,4 @@ def write_image(path: str | Path, image: np.ndarray, params: list[int] | None = 
         raise OutputError(f"cannot encode {path} as {ext}: {str(exc).strip().splitlines()[-1]}") from None
     if not ok:
         raise OutputError(f"cannot encode {path} as {ext}")
-    return atomic_write_bytes(path, buf.tobytes())
+    return atomic_write_bytes(path, buf.tobytes(), sync=sync)

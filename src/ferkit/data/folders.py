@@ -184,7 +184,7 @@ def write_folder_tree(faces: FaceSet, root: str | Path) -> int:
                 ensure_dir(folder)
                 made.add(folder)
             stem = f"{int(ident):05d}" if np.issubdtype(faces.ids.dtype, np.integer) else f"{i:05d}"
-            write_image(folder / f"{stem}.png", img)
+            write_image(folder / f"{stem}.png", img, sync=not fresh)  # a fresh tree is staged and renamed whole
             done += 1
         if fresh:
             try:
