@@ -16,7 +16,7 @@ import typer
 from typer.core import TyperArgument, TyperGroup
 
 from ferkit import __version__
-from ferkit.apps import cli_analyze, cli_data, cli_eval, cli_runtime, cli_serve, cli_train
+from ferkit.apps import cli_analyze, cli_data, cli_eval, cli_quantize, cli_runtime, cli_serve, cli_train
 
 RUN_PANEL = "Recognise expressions"
 DEV_PANEL = "Data, training and evaluation"
@@ -26,13 +26,13 @@ RUN_COMMANDS = ("predict", "demo", "video", "webcam", "serve", "chart")
 class _PlainArgument(TyperArgument):
     """An argument shown as click shows it: `INPUTS...` in the usage line, no type column."""
 
-    def _usage_display_name(self) -> str:
-        name = (self.metavar or self.name or "").upper()
-        name = name if self.required else f"[{name}]"
-        return name + ("..." if self.nargs != 1 else "")
+    @property
+    def display_name_raw(self) -> str:  # the help row and error messages: 'INPUTS'
+        return (self.metavar or self.name or "").upper()
 
-    def _rich_display_name(self) -> str:
-        return (self.metavar or self.name or "").upper() + ("..." if self.metavar is None and self.nargs != 1 else "")
+    def _usage_display_name(self) -> str:
+        name = self.display_name_raw if self.required else f"[{self.display_name_raw}]"
+        return name + ("..." if self.nargs != 1 else "")
 
     def display_type_rich(self, ctx):  # the help text says what the argument is
         return None
@@ -91,7 +91,7 @@ def _root(
     train and evaluate models."""
 
 
-for module in (cli_runtime, cli_serve, cli_analyze, cli_data, cli_train, cli_eval):
+for module in (cli_runtime, cli_serve, cli_analyze, cli_data, cli_train, cli_eval, cli_quantize):
     module.register(app)
 
 

