@@ -98,6 +98,21 @@ def test_core_install_is_light_and_self_contained(venv, work):
     assert ok(run([venv / "bin" / "ferkit", "--version"], cwd=work)).stdout.strip().startswith("ferkit ")
 
 
+def test_cli_help_reads_plainly(venv, work):
+    ferkit = venv / "bin" / "ferkit"
+    env = {"COLUMNS": "120"}
+    top = ok(run([ferkit, "-h"], cwd=work, env=env)).stdout
+    assert top == ok(run([ferkit, "--help"], cwd=work, env=env)).stdout
+    listed = [line.strip("│ ").split(" ")[0] for line in top.splitlines() if line.startswith("│ ") and "  " in line]
+    order = [listed.index(name) for name in ("predict", "demo", "video", "webcam", "serve", "train", "data")]
+    assert order == sorted(order), f"the run-time commands come before data and training: {listed}"
+    assert "Recognise expressions" in top and "Data, training and evaluation" in top
+    for args in (["predict"], ["video"], ["demo"], ["data", "info"]):
+        text = ok(run([ferkit, *args, "-h"], cwd=work, env=env)).stdout
+        assert "<bool>" not in text and "{" not in text and "list[" not in text, text
+    assert "Usage: ferkit predict [OPTIONS] INPUTS..." in ok(run([ferkit, "predict", "-h"], cwd=work, env=env)).stdout
+
+
 def test_demo_and_predict_use_yunet_without_warning(venv, work):
     ferkit = venv / "bin" / "ferkit"
     r = ok(run([ferkit, "demo", "-o", work / "demo"], cwd=work))
