@@ -2,6 +2,9 @@
 
 A training checkpoint holds the model, the optimiser's tensors, the RNG states as tensors, and the
 rest (optimiser hyper-parameters, scheduler state, history) as JSON in the safetensors metadata.
+
+In a distributed run (torchrun) rank 0 alone writes: every rank holds the same weights, and on the
+others a save is a no-op.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import os
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from safetensors.torch import load_file, safe_open, save_file
 
 MODEL_PREFIX = "model."  # a training checkpoint's model tensors; optimiser and RNG tensors sit beside them
@@ -20,8 +24,10 @@ def atomic_save(tensors: dict[str, torch.Tensor], path: str | Path, metadata: di
     """Write to a hidden temp file beside `path`, flush it to disk, then rename over `path`.
 
     A process killed at any moment leaves either the old complete file or the new complete one;
-    a failed write removes its temp file.
+    a failed write removes its temp file. Only rank 0 of a distributed run writes.
     """
+    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+        return
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}

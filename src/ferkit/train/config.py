@@ -66,7 +66,7 @@ class TrainConfig:
     distill_weight: float = setting(0.5, "Share of the teachers in each target (with --teacher).")
     # optimisation (defaults: the tutorials' recipe)
     epochs: int = setting(15, "Epochs.", on_resume="apply")
-    batch_size: int = setting(64, "Batch size.")
+    batch_size: int = setting(64, "Batch size (under torchrun the global batch, shared out over the processes).")
     optimizer: str = setting("adam", "adam | adamw | sgd.")
     lr: float = setting(5e-4, "Learning rate (peak LR for onecycle).")
     weight_decay: float = setting(0.0, "Weight decay (not applied to biases/BN).")
@@ -97,6 +97,7 @@ class TrainConfig:
     precision: str = setting("auto", "auto (bf16 on AMX/AVX512-BF16 CPUs and CUDA) | bf16 | fp32.", on_resume="apply")
     channels_last: bool = setting(True, "Channels-last memory format.", on_resume="apply")
     device: str = setting("auto", "auto | cpu | cuda.", on_resume="apply")
+    sync_bn: bool = setting(False, "Under torchrun: SyncBatchNorm, statistics of the global batch.", on_resume="apply")
     seed: int = setting(0, "Random seed.")
     threads: int | None = setting(None, "CPU threads for torch.", on_resume="apply")
     out: str = setting("runs/run", "Run folder: checkpoints, history.csv, curves.png.", flag="--out", short="-o",

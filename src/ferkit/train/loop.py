@@ -1,8 +1,11 @@
-"""The training loop, top to bottom: settings checked -> data -> model -> optimiser -> epochs -> checkpoints."""
+"""The training loop, top to bottom: settings checked -> data -> model -> optimiser -> epochs -> checkpoints.
+
+Under torchrun every process runs this same loop on its share of each batch (`ferkit.train.distributed`
+holds the process-group plumbing); rank 0 alone prints and writes the run folder.
+"""
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 
@@ -12,13 +15,14 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ferkit.data import UNSPLIT, FaceSet, load_dataset
-from ferkit.errors import ConfigError, DataError
+from ferkit.errors import ConfigError, DataError, FerkitError
 from ferkit.models import create_model, list_models, save_architecture
 from ferkit.train.augment import augment, mix_batch
 from ferkit.train.checkpoint import load_init_weights, load_training_state, save_training_state
 from ferkit.train.config import TrainConfig
 from ferkit.train.curves import plot_curves
 from ferkit.train.device import autocast_for, pick_device, uses_bf16
+from ferkit.train.distributed import BatchShards, World
 from ferkit.train.losses import joint_loss, soft_cross_entropy
 from ferkit.train.optim import build_optimizer, build_scheduler, is_per_step
 from ferkit.train.provenance import session_entry
@@ -28,17 +32,19 @@ from ferkit.train.swa import WeightAverage, bn_sample
 
 
 # ---------------------------------------------------------------------------- before anything is written
-def preflight(cfg: TrainConfig) -> torch.device:
+def preflight(cfg: TrainConfig, world: World | None = None) -> torch.device:
     """Every check that needs no data: the settings, the architecture, the device, the weights files named.
-    A mistake here leaves nothing behind (no run folder)."""
+    A mistake here leaves nothing behind (no run folder). Returns the device this process trains on."""
+    world = world or World()
     cfg.validate()
+    world.check(cfg)
     if cfg.model not in list_models():
         raise ConfigError(f"--model: unknown model {cfg.model!r}; registered: {', '.join(list_models())}")
     for what, sources in (("--init", [cfg.init] if cfg.init else []), ("--teacher", cfg.teachers)):
         for source in sources:
             if not weights_file(source).is_file():
                 raise DataError(f"{what}: no weights at {weights_file(source)}")
-    return pick_device(cfg.device)
+    return world.rank_device(cfg.device, pick_device(cfg.device))
 
 
 def split_data(cfg: TrainConfig) -> tuple[FaceSet, FaceSet]:
@@ -84,14 +90,29 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
     stop_after: end the process's work after this many epochs (used to test resuming).
     argv, recipe: the command line (and --config recipe) that started the run, kept for its model card;
     changes: the settings a resume changed (with argv, noted beside it).
+    Under torchrun, one process of several: --batch-size is the global batch, shared out over the processes.
     """
-    device = preflight(cfg)
+    world = World.from_env()
+    try:
+        device = preflight(cfg, world)
+    except FerkitError:
+        world.quiet_on_fault()  # every rank finds the same fault: one line per node, not one per process
+        raise
+    with world.process_group(device):
+        return train_replica(cfg, world, device, resume, progress and world.main, stop_after, argv, recipe, changes)
+
+
+def train_replica(cfg: TrainConfig, world: World, device: torch.device, resume: bool, progress: bool,
+                  stop_after: int | None, argv: list[str] | None, recipe: dict | None,
+                  changes: list[str] | None) -> dict:
+    """`train` in this process: the whole run, or this rank's part of it."""
     run = RunFolder(cfg.out)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     autocast = autocast_for(device, cfg.precision)
 
-    train_set, val_set = split_data(cfg)
+    with world.rank_zero_first():  # rank 0 parses the data into the cache; the others read it from there
+        train_set, val_set = split_data(cfg)
     X, Y = train_set.images, targets(train_set)
     n, num_classes = len(X), train_set.num_classes
     class_weights = None
@@ -112,7 +133,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
         def fresh_model():
             return create_model(cfg.model, sum(head_sizes(heads)), **cfg.model_kwargs)
 
-        T = teacher_probabilities(cfg.teachers, fresh_model, X, heads, device, autocast, cfg.channels_last, run)
+        with world.rank_zero_first():  # rank 0 computes and caches them in the run folder; the others read them
+            T = teacher_probabilities(cfg.teachers, fresh_model, X, heads, device, autocast, cfg.channels_last, run)
         Y = blend_targets(Y, T, cfg.distill_weight, head_sizes(heads))
     Y = Y.to(device)
 
@@ -123,27 +145,34 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
         load_init_weights(model, weights_file(cfg.init))
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    steps = math.ceil(n / cfg.batch_size)
+    model = world.prepare(model, cfg.sync_bn)
+    shards = BatchShards(n, cfg.batch_size, world)
+    steps = len(shards)
     optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer, steps)
     per_step = is_per_step(scheduler)
 
-    run.create()
-    resuming = resume and run.last.exists()
-    run.record_command(argv, recipe, changes, fresh=not resuming)
-    cfg.save(run.config)
-    save_architecture(model, run.architecture, classes=list(train_set.class_names),
-                      **({"heads": [h.as_dict() for h in heads]} if len(heads) > 1 else {}))
+    resuming = world.agree(resume and run.last.exists())
+    if world.main:  # rank 0 alone writes the run folder; the other ranks wait at the barrier
+        run.create()
+        run.record_command(argv, recipe, changes, fresh=not resuming)
+        cfg.save(run.config)
+        save_architecture(model, run.architecture, classes=list(train_set.class_names),
+                          **({"heads": [h.as_dict() for h in heads]} if len(heads) > 1 else {}))
+        run.clean_stale()
+    world.barrier()
     state = {"epoch": 0, "best_acc": -1.0, "best_epoch": 0, "history": [], "wall_seconds": 0.0}
-    run.clean_stale()
-    if resuming:
+    if resuming:  # every rank continues from the same checkpoint
         state = load_training_state(run.last, model, optimizer, scheduler, gen)
-        print(f"resumed {run.path} after epoch {state['epoch']}", file=sys.stderr)
+        world.say(f"resumed {run.path} after epoch {state['epoch']}")
     swa = None
     if cfg.swa_start:
         swa = WeightAverage.resume(run.last, cfg.swa_start, state["epoch"])
         bn_faces = X[bn_sample(n, cfg.seed)]
-    run.add_session(session_entry(device, "bf16" if uses_bf16(device, cfg.precision) else "fp32", state["epoch"]))
+    if world.main:
+        run.add_session({**session_entry(device, "bf16" if uses_bf16(device, cfg.precision) else "fp32",
+                                         state["epoch"]), **world.describe()})
+    net = world.wrap(model)  # what trains: the model, or its DistributedDataParallel replica
 
     done_here = 0
     val_targets = targets(val_set)
@@ -151,21 +180,22 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
         epoch = state["epoch"] + 1
         t0 = time.time()
         model.train()
-        perm = torch.randperm(n, generator=gen)
+        perm = torch.randperm(n, generator=gen)  # the same on every rank
+        aug_gen = world.epoch_generator(gen, cfg.seed, epoch)  # one process: gen itself
         tot_loss, tot_correct, seen = 0.0, 0, 0
         bar = tqdm(range(steps), desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress, leave=True,
                    mininterval=0.5 if sys.stderr.isatty() else 30, file=sys.stderr)
         for step in bar:
-            idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            idx, share = shards.batch(perm, step)  # this rank's faces of the global batch
             x = batch_input(X[idx.numpy()], device, cfg.channels_last)
             y = Y[idx.to(device)]
-            x = augment(x, gen, cfg)
-            x, y_mixed = mix_batch(x, y, gen, cfg.mixup, cfg.cutmix, cfg.mix_prob)
+            x = augment(x, aug_gen, cfg)
+            x, y_mixed = mix_batch(x, y, aug_gen, cfg.mixup, cfg.cutmix, cfg.mix_prob)
             with autocast():
-                logits = model(x)
+                logits = net(x)
             loss = joint_loss(logits, y_mixed, heads, cfg.label_smoothing, class_weights, cfg.aux_weight)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * share).backward()  # gradients averaged over the ranks: the global batch's mean loss
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
@@ -176,8 +206,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
             seen += len(idx)
             bar.set_postfix(loss=f"{tot_loss / seen:.4f}", acc=f"{tot_correct / seen:.4f}", refresh=False)
         bar.close()
+        tot_loss, tot_correct, seen = world.sum(tot_loss, tot_correct, seen)
 
-        val_logp = predict_logits(model, val_set.images, device, autocast, cfg.channels_last, heads=heads)
+        world.sync_buffers(model)  # each rank scores its share of the validation faces with rank 0's net
+        val_logp = world.gather_rows(predict_logits(model, world.shard(val_set.images), device, autocast,
+                                                    cfg.channels_last, heads=heads), len(val_set))
         val_loss = float(soft_cross_entropy(val_logp[:, :num_classes], val_targets, 0.0, None))
         accs = head_accuracies(val_logp, heads, val_targets, aux_val_labels)
         val_acc = accs[0]
@@ -205,16 +238,18 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
             seconds += extra_seconds
             state["wall_seconds"] += extra_seconds
             state["history"][-1]["seconds"] = round(seconds, 1)
-        save_training_state(run.last, model, optimizer, scheduler, gen, state,
-                            extra=swa.checkpoint_tensors() if swa is not None else None)
-        run.write_history(state["history"])
-        plot_curves(state["history"], run.curves, heads)
-        print(f"epoch {epoch}: train loss {tot_loss / seen:.4f} acc {tot_correct / seen:.4f} | "
-              f"{cfg.val_split} loss {val_loss:.4f} acc {val_acc:.4f} | best {state['best_acc']:.4f} "
-              f"(epoch {state['best_epoch']}){notes} | {seconds:.0f}s", file=sys.stderr, flush=True)
+        if world.main:  # every rank holds the same state; rank 0 writes it while the others wait
+            save_training_state(run.last, model, optimizer, scheduler, gen, state,
+                                extra=swa.checkpoint_tensors() if swa is not None else None)
+            run.write_history(state["history"])
+            plot_curves(state["history"], run.curves, heads)
+        world.barrier()
+        world.say(f"epoch {epoch}: train loss {tot_loss / seen:.4f} acc {tot_correct / seen:.4f} | "
+                  f"{cfg.val_split} loss {val_loss:.4f} acc {val_acc:.4f} | best {state['best_acc']:.4f} "
+                  f"(epoch {state['best_epoch']}){notes} | {seconds:.0f}s")
         done_here += 1
         if early_stopped(cfg, state):
-            print(f"early stop: no better {cfg.val_split} accuracy for {cfg.early_stop} epochs", file=sys.stderr)
+            world.say(f"early stop: no better {cfg.val_split} accuracy for {cfg.early_stop} epochs")
             break
         if stop_after is not None and done_here >= stop_after:
             break
