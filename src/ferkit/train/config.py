@@ -216,8 +216,10 @@ def load_recipe(path: str | Path) -> dict:
     setting (retired ones are skipped, so an old run's config.json still works) and every value its type."""
     path = Path(path)
     if path.suffix.lower() == ".toml":
-        import tomllib
-
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10
+            raise ConfigError(f"--config {path}: TOML recipes need Python 3.11 or later; use JSON") from None
         try:
             data = tomllib.loads(path.read_text())
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
