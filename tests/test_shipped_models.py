@@ -76,7 +76,7 @@ def test_onnx_matches_the_shipped_torch_weights(name, fer2013):
     from ferkit.train.export import load_shipped_torch
 
     model, classes = load_shipped_torch(WEIGHTS_DIR / f"{name}.safetensors")
-    onnx = FacialExpressionModel(name, tta="none")
+    onnx = FacialExpressionModel(name, tta="none", precision="fp32")
     assert tuple(classes) == onnx.classes
     faces = fer2013.split("PrivateTest").images
     sample = faces[np.random.default_rng(0).choice(len(faces), 512, replace=False)]

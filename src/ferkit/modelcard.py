@@ -44,6 +44,7 @@ class ModelCard:
     metrics: dict = field(default_factory=dict)  # e.g. {"PrivateTest": {"accuracy": 0.72, "tta": "flip"}}
     training: dict = field(default_factory=dict)  # command, data sha256, wall time, hardware, epochs
     notes: str = ""
+    int8: dict = field(default_factory=dict)  # {"file": NAME.int8.onnx beside, its checks}: ferkit quantize
 
     # what the runtime reads of the input block (checked by `load`)
     @property
@@ -96,7 +97,7 @@ class ModelCard:
             raise ModelError(f"{where}: 'classes' names a class twice")
         tta = data.get("tta") or "none"
         preprocessing.check_tta(tta, f"{where}: tta", ModelError)
-        for key in ("metrics", "training", "output"):
+        for key in ("metrics", "training", "output", "int8"):
             if key in data and not isinstance(data[key], dict):
                 raise ModelError(f"{where}: '{key}' must be an object, not {_json_kind(data[key])}")
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}

@@ -31,9 +31,13 @@ def _default_out(model: str, predictor, split: str, tta: str, head: str | None =
     return Path("eval") / f"{predictor.path.stem}-{split}-{tta}"
 
 
-def load_predictor(model: str, threads: int | None = None, head: str | None = None):
+def load_predictor(model: str, threads: int | None = None, head: str | None = None, precision: str = "fp32"):
     """A run folder is scored with torch (`ferkit.train.predictor`), anything else as an ONNX model (the runtime)."""
+    if precision not in ("auto", "fp32", "int8"):
+        raise UsageError(f"--precision {precision!r}: choose one of auto, fp32, int8")
     if Path(model).is_dir():
+        if precision != "fp32":
+            raise UsageError(f"--precision {precision}: a run folder is scored in fp32 with torch; evaluate its .onnx")
         require_extra("train", "scoring a training run folder (or evaluate its exported .onnx)", "torch", "safetensors")
         from ferkit.train.predictor import run_predictor
 
@@ -42,7 +46,7 @@ def load_predictor(model: str, threads: int | None = None, head: str | None = No
         raise UsageError(f"--head {head!r} picks a head of a joint training run folder; {model} is not a run folder")
     from ferkit.evaluation import onnx_predictor
 
-    return onnx_predictor(model, threads)
+    return onnx_predictor(model, threads, precision)
 
 
 def _metrics_table(m: dict) -> Table:
@@ -81,6 +85,9 @@ def evaluate(
                                           "(default) or ferplus (with --ferplus, against the majority vote).")] = None,
     every: Annotated[Optional[int], O(help="Score every Nth face of the split only (faces 0, N, 2N, ...): a quick, "
                                            "deterministic check; model cards record the figure for every 8th.")] = None,
+    precision: Annotated[str, O(help="ONNX models: fp32 (the file the card's figures are of), int8 (the card's int8 "
+                                     "version, made by ferkit quantize) or auto (what the run time picks on this "
+                                     "machine).")] = "fp32",
 ) -> None:
     """Accuracy, per-class precision/recall/F1, confusion matrix, calibration (ECE) of a model on labelled faces."""
     require_extra("eval", "ferkit evaluate", "sklearn")
@@ -92,7 +99,7 @@ def evaluate(
         raise UsageError(f"--tta {tta!r}: choose one of {', '.join(TTA_MODES)}")
     if every is not None and every < 1:
         raise UsageError(f"--every {every}: must be at least 1")
-    predictor = load_predictor(model, threads, head)
+    predictor = load_predictor(model, threads, head, precision)
     faces = load_dataset(data, ferplus=ferplus)
     split_name, _ = choose_split(faces, split)  # a bad split fails here, before any scoring
     tta = tta or predictor.default_tta

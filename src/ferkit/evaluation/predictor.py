@@ -33,12 +33,13 @@ class Predictor:
         return self.predict(faces)
 
 
-def onnx_predictor(model: str | Path, threads: int | None = None) -> Predictor:
-    """An ONNX model: a .onnx file with its card JSON beside it, or a shipped model's name (onnxruntime only)."""
+def onnx_predictor(model: str | Path, threads: int | None = None, precision: str = "fp32") -> Predictor:
+    """An ONNX model: a .onnx file with its card JSON beside it, or a shipped model's name (onnxruntime only).
+    `precision`: fp32 (the file the card's figures are of), int8 (the card's int8 file) or auto (the run time's pick)."""
     if Path(model).is_dir():
         raise UsageError(f"{model} is a folder, not an ONNX model (a training run folder is scored with torch)")
     from ferkit.runtime.model import FacialExpressionModel
 
-    onnx = FacialExpressionModel(model, threads=threads, tta="none")  # TTA is done by scoring, on uint8 faces
+    onnx = FacialExpressionModel(model, threads=threads, tta="none", precision=precision)  # TTA is done by scoring, on uint8 faces
     return Predictor(onnx.predict_proba, onnx.classes, "onnx", onnx.card.name, onnx.card.architecture,
-                     onnx.card.tta or "none", onnx.path)
+                     onnx.card.tta or "none", onnx.file)

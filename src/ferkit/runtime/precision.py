@@ -1,0 +1,190 @@
+"""fp32 or int8: which file of a model the run time loads (numpy + onnxruntime only).
+
+A model card may list an int8 version of its ONNX file (`card.int8`, written by `ferkit quantize`, which
+checked it against fp32). `precision="auto"` (the default) loads it only where it is faster on the
+machine running it: the first time a model is used, both files are timed on the same batch of random
+faces, alternately, for about `TIME_BUDGET_S` each; int8 is picked when its median run is at least
+`MARGIN` faster. The verdict is cached per (both files' sha256, CPU model, onnxruntime version, threads)
+in `$FERKIT_CACHE/precision.json` (default `~/.cache/ferkit`), so later runs decide at once.
+
+`$FERKIT_PRECISION` (auto | fp32 | int8) sets the default: `int8` then means int8 wherever the model has
+an int8 version (fp32 elsewhere), whereas asking a model for `precision="int8"` directly requires one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from ferkit.errors import ConfigError, ModelError
+from ferkit.fileio import atomic_write_json
+
+PRECISIONS = ("auto", "fp32", "int8")
+INT8_SUFFIX = ".int8.onnx"
+TIME_BUDGET_S = 0.3  # timing per file on first use
+TIME_BATCH = 16  # views a timed run takes: one face under multi TTA, or a few live faces
+MARGIN = 0.9  # int8 is picked when its median run takes at most this fraction of fp32's
+CACHE_NAME = "precision.json"
+
+
+def int8_name(fp32_path: str | Path) -> str:
+    """`fer2013-7.onnx` -> `fer2013-7.int8.onnx`: the int8 file `ferkit quantize` writes beside a model."""
+    return Path(fp32_path).stem + INT8_SUFFIX
+
+
+def requested(precision: str | None) -> tuple[str, bool]:
+    """(the precision to use, whether it was asked for explicitly): `precision`, else $FERKIT_PRECISION,
+    else auto. A bad name is a ModelError (argument) or ConfigError (environment)."""
+    if precision is not None:
+        if precision not in PRECISIONS:
+            raise ModelError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+        return precision, True
+    env = os.environ.get("FERKIT_PRECISION", "").strip().lower()
+    if env and env not in PRECISIONS:
+        raise ConfigError(f"FERKIT_PRECISION={env!r}: choose one of {', '.join(PRECISIONS)}")
+    return env or "auto", False
+
+
+def int8_file(fp32_path: Path, card) -> Path | None:
+    """The int8 file the card lists, beside the fp32 file, if it is there."""
+    name = (card.int8 or {}).get("file")
+    if not name:
+        return None
+    path = fp32_path.with_name(Path(name).name)
+    return path if path.is_file() else None
+
+
+def choose_file(fp32_path: Path, card, precision: str | None, threads: int) -> tuple[Path, str]:
+    """(the ONNX file to load, "fp32" or "int8") for a model, its card and the requested precision."""
+    want, explicit = requested(precision)
+    int8 = int8_file(fp32_path, card)
+    if want == "fp32" or (int8 is None and not (want == "int8" and explicit)):
+        return fp32_path, "fp32"
+    if int8 is None:
+        listed = (card.int8 or {}).get("file")
+        why = f"its card lists {listed} but that file is missing" if listed else \
+            "its card lists none (make one with ferkit quantize)"
+        raise ModelError(f"{fp32_path}: no int8 version ({why})")
+    shas = _sha256(fp32_path), _sha256(int8)
+    record = card.int8
+    if record.get("sha256") not in (None, shas[1]) or record.get("fp32_sha256") not in (None, shas[0]):
+        which = int8.name if record.get("sha256") not in (None, shas[1]) else fp32_path.name
+        if explicit:
+            raise ModelError(f"{int8}: not the int8 file its card checked ({which} has changed since; run "
+                             f"ferkit quantize again)")
+        return fp32_path, "fp32"
+    if want == "int8":
+        return int8, "int8"
+    return (int8, "int8") if faster(fp32_path, int8, threads, shas) == "int8" else (fp32_path, "fp32")
+
+
+# ---------------------------------------------------------------------------- the measured verdict
+def cache_path() -> Path:
+    root = os.environ.get("FERKIT_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "ferkit")
+    return Path(root) / CACHE_NAME
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what the platform module knows."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.lower().startswith(("model name", "hardware")) and ":" in line:
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verdict_key(shas: tuple[str, str], threads: int) -> str:
+    """What a verdict depends on: both files, the CPU, onnxruntime, the threads."""
+    return "|".join((shas[0][:16], shas[1][:16], cpu_model(), f"onnxruntime {ort.__version__}", f"threads {threads}"))
+
+
+def _read_cache(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """Hold a lock beside the cache while timing, so processes starting together time one at a time
+    (the second then reads the first's verdict) instead of disturbing each other's timings."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock; at worst two processes time at once
+        yield
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(path.with_suffix(".lock"), "a")
+    except OSError:
+        yield
+        return
+    with f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def faster(fp32: Path, int8: Path, threads: int, shas: tuple[str, str] | None = None) -> str:
+    """"int8" or "fp32": the cached verdict for this machine, measured (and cached) when there is none.
+    A file onnxruntime cannot time is "fp32", not cached."""
+    shas = shas or (_sha256(fp32), _sha256(int8))
+    key, path = verdict_key(shas, threads), cache_path()
+    entry = _read_cache(path).get(key)
+    if isinstance(entry, dict) and entry.get("precision") in ("fp32", "int8"):
+        return entry["precision"]
+    with _locked(path):
+        entry = _read_cache(path).get(key)  # another process may have measured meanwhile
+        if isinstance(entry, dict) and entry.get("precision") in ("fp32", "int8"):
+            return entry["precision"]
+        try:
+            entry = measure(fp32, int8, threads)
+        except Exception:  # onnxruntime raises its own exception types; loading fp32 reports its own faults
+            return "fp32"
+        with contextlib.suppress(OSError):  # a cache that cannot be written is not an error: measure again
+            atomic_write_json(path, {**_read_cache(path), key: entry})
+    return entry["precision"]
+
+
+def measure(fp32: Path, int8: Path, threads: int, budget_s: float = TIME_BUDGET_S, batch: int = TIME_BATCH,
+            size: int = 48) -> dict:
+    """Time both files on the same random faces, alternating runs, until each has had `budget_s`."""
+    from ferkit.modelcard import INPUT_NAME, OUTPUT_NAME
+    from ferkit.runtime.session import create_session
+
+    x = np.random.default_rng(0).standard_normal((batch, 1, size, size)).astype(np.float32)
+    sessions = {"fp32": create_session(fp32, threads), "int8": create_session(int8, threads)}
+    times: dict[str, list[float]] = {k: [] for k in sessions}
+    for s in sessions.values():  # first runs allocate; not timed
+        s.run([OUTPUT_NAME], {INPUT_NAME: x})
+    while min(sum(t) for t in times.values()) < budget_s or min(len(t) for t in times.values()) < 3:
+        for name, s in sessions.items():
+            t0 = time.perf_counter()
+            s.run([OUTPUT_NAME], {INPUT_NAME: x})
+            times[name].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"precision": "int8" if med["int8"] <= MARGIN * med["fp32"] else "fp32",
+            "ms_per_run": {k: round(v * 1000, 3) for k, v in med.items()}, "batch": batch, "threads": threads,
+            "runs": {k: len(v) for k, v in times.items()}, "measured": time.strftime("%Y-%m-%dT%H:%M:%S")}
