@@ -50,11 +50,11 @@ def test_two_processes_follow_the_single_process_trajectory(tmp_path):
 
     Tolerance: the runs differ only in the order of floating-point sums (each rank sums its share's gradient and
     statistics, the all-reduce adds the two), a relative error of order 1e-7 per step that SGD carries along
-    without amplifying. Measured: at most 1.3e-6 of a tensor's largest value (BatchNorm's running variance),
-    1.2e-7 for the weights. Allowed: 1e-4 of the tensor's largest value, 75x above that and far below what a
-    mistake costs: per-rank BatchNorm (no --sync-bn) moves the running variances by 25 and the weights by 3e-2,
-    and weighting the 5- and 4-face shares alike (a 9-face batch's mean loss taken as the mean of the two shares'
-    means) moves running variances by 4e-2 of their value.
+    without amplifying. Measured on these faces: at most 2.1e-6 of a tensor's largest value (a BatchNorm running
+    variance), 1e-6 for the weights. Allowed: 1e-4 of the tensor's largest value, some 50x above that and far
+    below what a mistake costs: per-rank BatchNorm (no --sync-bn) differs by 1.4 to 9 times the tensors' largest
+    values, and weighting the 5- and 4-face shares alike (the 9-face batch's mean loss taken as the mean of the
+    two shares' means) by up to 0.18 of them (0.09 for the weights).
     (Adam is left out: with any change of summation order, one process on 2 threads instead of 1 included, its
     updates of weights whose true gradient is zero, the biases before BatchNorm, follow the rounding noise.)"""
     data = small_csv(tmp_path / "faces.csv", {"Training": 400, "PublicTest": 96}, seed=8)
@@ -134,7 +134,8 @@ def test_a_killed_rank_resumes_from_the_checkpoint(tmp_path):
     try:
         deadline = time.time() + 600
         while time.time() < deadline and proc.poll() is None:
-            started = started or workers(proc.pid)
+            if len(started) < 2:  # torchrun starts its workers one after the other
+                started = workers(proc.pid)
             if (out / "last.safetensors").exists() and read_metadata(out / "last.safetensors")["state"]["epoch"] >= 1:
                 break
             time.sleep(0.05)
@@ -150,7 +151,9 @@ def test_a_killed_rank_resumes_from_the_checkpoint(tmp_path):
     assert proc.returncode != 0
     assert not any(alive(pid) for pid in started.values()), "a rank outlived its run"
     done = read_metadata(out / "last.safetensors")["state"]["epoch"]
-    assert 1 <= done < 3 and len(history(out)) == done, "the kill came after the run ended"
+    assert 1 <= done < 3, "the kill came after the run ended"
+    # rank 0 writes the checkpoint, then history.csv: the kill may fall between the two (the resume rewrites it)
+    assert (len(history(out)) if (out / "history.csv").exists() else 0) in (done - 1, done)
 
     r = torchrun("-m", "ferkit.apps.cli", "train", data, *opts, "--out", out, "--resume")
     assert r.returncode == 0, r.stderr[-3000:]
