@@ -5,6 +5,7 @@ Torch is imported only when a command runs."""
 from __future__ import annotations
 
 import inspect
+import os
 import sys
 import typing
 from dataclasses import dataclass, fields
@@ -133,14 +134,16 @@ def plan_run(ctx: typer.Context) -> Plan:
 def train(ctx: typer.Context, **options) -> None:
     require_extra("train", "ferkit train", "torch", "safetensors")
     plan = plan_run(ctx)
-    for change in plan.changes:
+    first = os.environ.get("RANK", "0") == "0"  # under torchrun, process 0 alone speaks
+    for change in plan.changes if first else ():
         typer.echo(f"resuming with {change}", err=True)
     from ferkit.train.loop import train as run_training
 
     state = run_training(plan.cfg, resume=plan.resume, argv=["ferkit", *sys.argv[1:]], recipe=plan.recipe,
                          changes=plan.changes)
-    typer.echo(f"best {plan.cfg.val_split} accuracy {state['best_acc']:.4f} at epoch {state['best_epoch']}; "
-               f"weights in {RunFolder(plan.cfg.out).best}")
+    if first:
+        typer.echo(f"best {plan.cfg.val_split} accuracy {state['best_acc']:.4f} at epoch {state['best_epoch']}; "
+                   f"weights in {RunFolder(plan.cfg.out).best}")
 
 
 train.__doc__ = "Train a model. Defaults are the FER tutorials' recipe: Adam 5e-4, batch 64, 15 epochs, plateau LR."
