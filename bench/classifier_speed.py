@@ -69,10 +69,16 @@ def make_session(path, threads: str, mode: str):
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def card_accuracy(model, precision: str, tta: str) -> float | None:
-    """The card's PrivateTest accuracy at this TTA (fp32: its metrics; int8: its int8 block), if it has one."""
-    m = model.card.int8.get("PrivateTest", {}) if precision == "int8" else model.card.metrics.get("PrivateTest", {})
-    return m.get("accuracy") if m.get("tta") == tta and m.get("every", 1) == 1 else None
+def card_accuracy(model, precision: str, tta: str) -> str | None:
+    """The card's PrivateTest accuracy at this TTA (fp32: its metrics; int8: its int8 block), if it has one;
+    an int8 figure taken under another prior correction than the card's present one is marked so."""
+    card = model.card
+    m = card.int8.get("PrivateTest", {}) if precision == "int8" else card.metrics.get("PrivateTest", {})
+    if m.get("tta") != tta or m.get("every", 1) != 1:
+        return None
+    tau = float((getattr(card, "prior_correction", None) or {}).get("tau", 0.0))
+    other = precision == "int8" and float(card.int8.get("prior_tau", 0.0)) != tau
+    return f"{m['accuracy']:.4f}" + (f" (prior tau {card.int8.get('prior_tau', 0.0):g}, card {tau:g})" if other else "")
 
 
 def faces_per_second(model, faces: np.ndarray, batch: int, seconds: float) -> tuple[float, int]:
@@ -158,7 +164,7 @@ def main(argv=None) -> int:
     print("| model | precision | TTA | batch | threads | mode | faces/s | ratio | PrivateTest accuracy (card) |")
     print("|---|---|---|---:|---|---|---:|---:|---:|")
     for r in rows:
-        acc = f"{r['accuracy']:.4f}" if r["accuracy"] is not None else "-"
+        acc = r["accuracy"] or "-"
         print(f"| {r['model']} | {r['precision']} | {r['tta']} | {r['batch']} | {r['threads']} | {r['mode']} | "
               f"{r['faces_s']:,.1f} | {r['faces_s'] / ref['faces_s']:.2f}x | {acc} |")
     print("\nAccuracy '-': the card has no PrivateTest figure at that TTA (cards record their own TTA's).")

@@ -3,8 +3,8 @@
 A model card may list an int8 version of its ONNX file (`card.int8`, written by `ferkit quantize`, which
 checked it against fp32). `precision="auto"` (the default) loads it only where it is faster on the
 machine running it: the first time a model is used, both files are timed on the same batch of random
-faces, alternately, for about `TIME_BUDGET_S` each; int8 is picked when its median run is at least
-`MARGIN` faster. The verdict is cached per (both files' sha256, CPU model, onnxruntime version, threads)
+faces, alternately, until the slower has run for about `TIME_BUDGET_S`; int8 is picked when its median
+run takes at most `MARGIN` of fp32's (it costs a little accuracy, so a tie goes to fp32). The verdict is cached per (both files' sha256, CPU model, onnxruntime version, threads)
 in `$FERKIT_CACHE/precision.json` (default `~/.cache/ferkit`), so later runs decide at once.
 
 `$FERKIT_PRECISION` (auto | fp32 | int8) sets the default: `int8` then means int8 wherever the model has
@@ -170,7 +170,8 @@ def faster(fp32: Path, int8: Path, threads: int, shas: tuple[str, str] | None = 
 
 def measure(fp32: Path, int8: Path, threads: int, budget_s: float = TIME_BUDGET_S, batch: int = TIME_BATCH,
             size: int = 48) -> dict:
-    """Time both files on the same random faces, alternating runs, until each has had `budget_s`."""
+    """Time both files on the same random faces, alternating runs, until the slower has had `budget_s`
+    (and each at least 3 runs): a busy machine slows both alike, so the medians stay comparable."""
     from ferkit.modelcard import INPUT_NAME, OUTPUT_NAME
     from ferkit.runtime.session import create_session
 
@@ -179,7 +180,7 @@ def measure(fp32: Path, int8: Path, threads: int, budget_s: float = TIME_BUDGET_
     times: dict[str, list[float]] = {k: [] for k in sessions}
     for s in sessions.values():  # first runs allocate; not timed
         s.run([OUTPUT_NAME], {INPUT_NAME: x})
-    while min(sum(t) for t in times.values()) < budget_s or min(len(t) for t in times.values()) < 3:
+    while max(sum(t) for t in times.values()) < budget_s or min(len(t) for t in times.values()) < 3:
         for name, s in sessions.items():
             t0 = time.perf_counter()
             s.run([OUTPUT_NAME], {INPUT_NAME: x})
