@@ -5,7 +5,7 @@ draw the boxes and labels: everything `ferkit webcam` does per frame except show
 `ferkit video` adds H.264 encoding, reported separately.
 
 Reference: the `fer` package's own pipeline (Haar cascade + mini-Xception, Keras) runs at 15.7 FPS on
-a 640x480 frame with one face on this 2-core machine (figure from the runtime issue; not re-measured
+a 640x480 frame with one face on this 2-core machine (an earlier measurement; not re-measured
 here, `fer` is not installed). Required: >= 30 FPS with one face; goal: 3x fer, ~47 FPS.
 
     python bench/runtime_speed.py                  # default model, every detector (YuNet, CenterFace, Haar)
