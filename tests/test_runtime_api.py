@@ -83,16 +83,18 @@ def test_preprocessing_parity_with_training(model, astronaut):
     faces = np.random.default_rng(1).integers(0, 256, (4, 48, 48), dtype=np.uint8)
     np.testing.assert_array_equal(model.preprocess(faces), preprocessing.normalize(faces))
     # and the probabilities are the ONNX graph's on that input, averaged over the card's TTA views --
-    # by the one average `ferkit evaluate` uses too (preprocessing.average_views), for every mode a card may name
+    # by the one average `ferkit evaluate` uses too (preprocessing.average_views), for every mode a card may name,
+    # then corrected by the card's prior correction (model.adjust; none: unchanged)
     x = preprocessing.normalize(faces)
     raw = lambda a: model.session.run(["probabilities"], {"faces": np.ascontiguousarray(a)})[0]  # noqa: E731
     if model.tta == "none":
-        np.testing.assert_allclose(model.predict_proba(faces), raw(x), atol=1e-6)
+        np.testing.assert_allclose(model.predict_proba(faces), model.adjust(raw(x)), atol=1e-6)
     if model.tta == "flip":
-        np.testing.assert_allclose(model.predict_proba(faces), (raw(x) + raw(x[..., ::-1])) / 2, atol=1e-6)
+        np.testing.assert_allclose(model.predict_proba(faces), model.adjust((raw(x) + raw(x[..., ::-1])) / 2),
+                                   atol=1e-6)
     for mode in RUNTIME_TTA:
         m = FacialExpressionModel(model.path, tta=mode)
-        want = np.mean([raw(preprocessing.normalize(v)) for v in preprocessing.tta_views(faces, mode)], axis=0)
+        want = m.adjust(np.mean([raw(preprocessing.normalize(v)) for v in preprocessing.tta_views(faces, mode)], axis=0))
         np.testing.assert_allclose(m.predict_proba(faces), want, atol=1e-6, err_msg=mode)
 
 

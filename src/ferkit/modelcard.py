@@ -4,6 +4,10 @@ The ONNX graph takes `faces`: float32 (N, 1, S, S) made by `ferkit.preprocessing
 card's `input` mean and std (S = its shape's last two entries, 48 for every shipped model), and
 returns `probabilities`: float32 (N, C), softmax already applied, columns in `classes` order.
 
+An optional `prior_correction` block ({"tau": t, "prior": [one number a class], ...}) asks the run time to
+correct the averaged probabilities p as p' = p * prior^(-tau), renormalised (post-hoc logit adjustment,
+`prior_adjusted`): `prior` is the training class distribution, so rare classes are predicted more often.
+
 `ModelCard.load` is the one reader: it checks everything the run time relies on and raises
 `ModelError` naming the file, so a bad card fails when the model is loaded, not at the first face.
 """
@@ -44,7 +48,13 @@ class ModelCard:
     metrics: dict = field(default_factory=dict)  # e.g. {"PrivateTest": {"accuracy": 0.72, "tta": "flip"}}
     training: dict = field(default_factory=dict)  # command, data sha256, wall time, hardware, epochs
     notes: str = ""
+    prior_correction: dict | None = None  # {"tau", "prior", ...}: applied after TTA averaging (prior_adjusted)
     int8: dict = field(default_factory=dict)  # {"file": NAME.int8.onnx beside, its checks}: ferkit quantize
+
+    def adjust(self, probs):
+        """Probabilities (N, C) with the card's prior correction applied (as they are without one)."""
+        pc = self.prior_correction
+        return prior_adjusted(probs, pc["prior"], pc["tau"]) if pc else probs
 
     # what the runtime reads of the input block (checked by `load`)
     @property
@@ -103,6 +113,7 @@ class ModelCard:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         known["tta"] = tta
         known["input"] = check_input(data.get("input"), where)
+        known["prior_correction"] = check_prior_correction(data.get("prior_correction"), len(classes), where)
         if known.get("notes") is None:
             known["notes"] = ""
         return cls(**known)
@@ -138,3 +149,33 @@ def check_input(block, where: str) -> dict:
     if merged["std"] <= 0:
         raise ModelError(f"{where}: input std {merged['std']!r} must be above 0")
     return merged
+
+
+MAX_TAU = 5.0  # beyond this a correction would swamp what the network says
+
+
+def prior_adjusted(probs, prior, tau: float):
+    """p * prior^(-tau), renormalised per row (post-hoc logit adjustment); tau 0 returns `probs` unchanged."""
+    import numpy as np
+
+    if not tau:
+        return probs
+    q = np.asarray(probs, dtype=np.float64) * np.asarray(prior, dtype=np.float64) ** -float(tau)
+    return (q / np.maximum(q.sum(axis=-1, keepdims=True), 1e-300)).astype(np.float32)
+
+
+def check_prior_correction(block, n_classes: int, where: str) -> dict | None:
+    """The card's `prior_correction` block (absent or null: none) if the runtime can apply it, else ModelError."""
+    if block is None:
+        return None
+    if not isinstance(block, dict):
+        raise ModelError(f"{where}: 'prior_correction' must be an object, not {_json_kind(block)}")
+    tau, prior = block.get("tau"), block.get("prior")
+    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not math.isfinite(tau) or not 0 <= tau <= MAX_TAU:
+        raise ModelError(f"{where}: prior_correction tau {tau!r} must be a number from 0 to {MAX_TAU:g}")
+    if not isinstance(prior, list) or len(prior) != n_classes:
+        got = f"{len(prior)} entries" if isinstance(prior, list) else _json_kind(prior)
+        raise ModelError(f"{where}: prior_correction prior must list one share per class ({n_classes}), not {got}")
+    if not all(not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in prior):
+        raise ModelError(f"{where}: prior_correction prior {prior!r} must hold numbers above 0")
+    return {**block, "tau": float(tau), "prior": [float(v) for v in prior]}

@@ -1,5 +1,6 @@
 """Metrics of a classifier's probabilities against labels: the data's classes matched to the model's by name,
-accuracy, per-class precision/recall/F1 (scikit-learn), confusion matrix, expected calibration error, NLL."""
+accuracy, balanced accuracy (mean per-class recall), macro-F1, per-class precision/recall/F1 (scikit-learn),
+confusion matrix, expected calibration error, NLL."""
 
 from __future__ import annotations
 
@@ -82,6 +83,7 @@ def compute_metrics(probs: np.ndarray, labels: np.ndarray, class_names) -> dict:
     cm_norm = np.divide(cm, rows, out=np.zeros(cm.shape, dtype=np.float64), where=rows > 0)
     present = support > 0
     ece, bins = expected_calibration_error(probs, labels)
+    balanced = float(recall[present].mean()) if present.any() else 0.0
     nll = float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0)).mean())
     per_class = {
         name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
@@ -91,8 +93,9 @@ def compute_metrics(probs: np.ndarray, labels: np.ndarray, class_names) -> dict:
     return {
         "n": int(len(labels)),
         "accuracy": float(accuracy_score(labels, pred)),
+        "balanced_accuracy": balanced,  # mean per-class recall over the classes present in the data
         "macro_f1": float(f1[present].mean()) if present.any() else 0.0,  # over classes present in the data
-        "macro_recall": float(recall[present].mean()) if present.any() else 0.0,  # balanced accuracy
+        "macro_recall": balanced,  # the same figure under its other name
         "weighted_f1": float((f1 * support).sum() / max(1, support.sum())),
         "ece": ece,
         "nll": nll,

@@ -28,6 +28,8 @@ class Predictor:
     architecture: str
     default_tta: str  # the card's TTA for ONNX models (what the runtime does), "none" for runs
     path: Path
+    adjust: Callable[[np.ndarray], np.ndarray] | None = None  # after TTA averaging: the card's prior correction
+    prior_tau: float = 0.0  # that correction's tau (0: none)
 
     def __call__(self, faces: np.ndarray) -> np.ndarray:
         return self.predict(faces)
@@ -40,6 +42,9 @@ def onnx_predictor(model: str | Path, threads: int | None = None, precision: str
         raise UsageError(f"{model} is a folder, not an ONNX model (a training run folder is scored with torch)")
     from ferkit.runtime.model import FacialExpressionModel
 
-    onnx = FacialExpressionModel(model, threads=threads, tta="none", precision=precision)  # TTA is done by scoring, on uint8 faces
+    # TTA is done by scoring, on uint8 faces; the card's prior correction after it, as the runtime does
+    onnx = FacialExpressionModel(model, threads=threads, tta="none", prior_correction=False,
+                                 precision=precision)
+    pc = onnx.card.prior_correction
     return Predictor(onnx.predict_proba, onnx.classes, "onnx", onnx.card.name, onnx.card.architecture,
-                     onnx.card.tta or "none", onnx.file)
+                     onnx.card.tta or "none", onnx.file, onnx.card.adjust if pc else None, pc["tau"] if pc else 0.0)

@@ -21,8 +21,9 @@ SAMPLE_EVERY = 8  # the quick check a model card records: every 8th face of a sp
 
 # ---------------------------------------------------------------------------- test-time augmentation
 def predict_tta(predict: PredictFn, faces: np.ndarray, mode: str = "none", batch: int = 512,
-                progress: bool = False) -> np.ndarray:
-    """Mean softmax probabilities over the TTA views, computed in batches of `batch` faces."""
+                progress: bool = False, adjust: PredictFn | None = None) -> np.ndarray:
+    """Mean softmax probabilities over the TTA views, computed in batches of `batch` faces, then `adjust`ed
+    (a model card's prior correction) when given."""
     from tqdm import tqdm
 
     outs = []
@@ -34,20 +35,22 @@ def predict_tta(predict: PredictFn, faces: np.ndarray, mode: str = "none", batch
             bar.update(len(faces[i:i + batch]))
     if not outs:
         raise DataError("no faces to score")
-    return np.concatenate(outs).astype(np.float32)
+    probs = np.concatenate(outs).astype(np.float32)
+    return adjust(probs) if adjust is not None else probs
 
 
 # ---------------------------------------------------------------------------- the faces
 def evaluate_faces(predict: PredictFn, faces, model_classes, tta: str = "none", batch: int = 512,
                    progress: bool = False) -> tuple[dict, np.ndarray]:
-    """Score `faces` (a FaceSet) with `predict`; returns (metrics with the class report, probabilities of kept faces)."""
+    """Score `faces` (a FaceSet) with `predict`; returns (metrics with the class report, probabilities of kept faces).
+    A `Predictor`'s prior correction is applied after TTA averaging (its bare `predict` function has none)."""
     align, keep, y = align_classes(faces.class_names, faces.labels, model_classes)
     if not keep.any():
         raise DataError(
             f"none of the data's classes ({', '.join(faces.class_names)}) is known to the model "
             f"({', '.join(model_classes)})"
         )
-    probs = predict_tta(predict, faces.images[keep], tta, batch, progress)
+    probs = predict_tta(predict, faces.images[keep], tta, batch, progress, getattr(predict, "adjust", None))
     if probs.shape != (int(keep.sum()), len(model_classes)):
         raise ModelError(f"model returned shape {probs.shape}, expected ({int(keep.sum())}, {len(model_classes)})")
     metrics = compute_metrics(probs, y, model_classes)
@@ -87,6 +90,19 @@ def _unknown_folders(paths: list[str]) -> dict[str, int]:
 
 
 # ---------------------------------------------------------------------------- the whole evaluation
+def card_metrics(m: dict, sample: dict, tta: str, ferplus) -> dict:
+    """What a card keeps of one split's evaluation, and of its every-Nth-face sample (a quick check)."""
+    return {
+        "accuracy": round(m["accuracy"], 5), "tta": tta, "faces": m["n"],
+        "balanced_accuracy": round(m["balanced_accuracy"], 5), "macro_f1": round(m["macro_f1"], 5),
+        "ece": round(m["ece"], 5),
+        "recall": {c: round(v["recall"], 4) for c, v in m["per_class"].items()},
+        "protocol": "FER+ majority vote" if ferplus else "FER2013 labels",
+        "sample": {"every": sample["data"]["sample_every"], "faces": sample["n"],
+                   "accuracy": round(sample["accuracy"], 5)},
+    }
+
+
 def evaluate(model: Predictor | str | Path, data: str | Path, split: str | None = None, tta: str | None = None,
              ferplus: str | Path | None = None, out: str | Path | None = None, threads: int | None = None,
              faces=None, every: int | None = None, progress: bool = False) -> dict:
@@ -103,12 +119,12 @@ def evaluate(model: Predictor | str | Path, data: str | Path, split: str | None 
         faces = load_dataset(data, ferplus=ferplus)
     split_name, subset = choose_split(faces, split)
     scored = every_nth(subset, every)
-    metrics, _ = evaluate_faces(pred.predict, scored, pred.classes, tta, progress=progress)
+    metrics, _ = evaluate_faces(pred, scored, pred.classes, tta, progress=progress)
     report = faces.report
     sample = {"sample_every": every, "faces_in_sample": len(scored)} if every and every > 1 else {}
     metrics = {
         "model": {"path": str(pred.path), "backend": pred.backend, "name": pred.name,
-                  "architecture": pred.architecture, "classes": list(pred.classes)},
+                  "architecture": pred.architecture, "classes": list(pred.classes), "prior_tau": pred.prior_tau},
         "data": {"source": str(data), "ferplus": str(ferplus) if ferplus else None, "split": split_name,
                  "faces_in_split": len(subset), **sample, "faces_scored": metrics["n"],
                  "load_report": report.summary(), "skipped_files": len(report.skipped),
@@ -123,7 +139,7 @@ def evaluate(model: Predictor | str | Path, data: str | Path, split: str | None 
 def write_report(metrics: dict, out: str | Path) -> dict[str, Path]:
     out = ensure_dir(out)
     title = (f"{metrics['model']['name']} on {metrics['data']['split']} ({metrics['n']:,} faces, TTA "
-             f"{metrics['tta']}): accuracy {metrics['accuracy']:.2%}")
+             f"{metrics['tta']}): accuracy {metrics['accuracy']:.2%}, balanced {metrics['balanced_accuracy']:.2%}")
     files = {
         "metrics": out / "metrics.json",
         "confusion": plot_confusion(metrics, out / "confusion.png", title),

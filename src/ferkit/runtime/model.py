@@ -57,10 +57,12 @@ class FacialExpressionModel:
     """
 
     def __init__(self, path: str | Path | None = None, *, threads: int | None = None, tta: str | None = None,
-                 live: bool = False, max_batch: int = MAX_BATCH, precision: str | None = None):
+                 live: bool = False, max_batch: int = MAX_BATCH, prior_correction: bool = True,
+                 precision: str | None = None):
         """`tta` overrides the card's test-time augmentation. `live` (webcam, video, streams): the TTA
         `ferkit.preprocessing.live_tta` picks for frames. `max_batch`: views one network run takes at
-        most, so memory is bounded by it, not by the number of faces in a photo.
+        most, so memory is bounded by it, not by the number of faces in a photo. `prior_correction=False`:
+        the network's averaged probabilities without the card's prior correction (for scoring it or choosing it).
         `precision`: auto (the default, or $FERKIT_PRECISION): the card's int8 file where it is faster on this
         machine (`ferkit.runtime.precision`), fp32, or int8; `self.precision` says which and `self.file` is the
         ONNX file that runs (`self.path` stays the model's .onnx, its card beside it)."""
@@ -77,6 +79,7 @@ class FacialExpressionModel:
         if int(max_batch) < 1:
             raise ModelError(f"max_batch {max_batch}: must be 1 or more")
         self.max_batch = int(max_batch)
+        self.prior_correction = bool(prior_correction) and self.card.prior_correction is not None
         threads = threads or default_threads()
         self.file, self.precision = choose_file(self.path, self.card, precision, threads)
         try:
@@ -137,7 +140,11 @@ class FacialExpressionModel:
         faces = self.faces48(faces)
         if len(faces) == 0:
             return np.zeros((0, len(self.classes)), np.float32)
-        return average_views(self._run, faces, self.tta, self.max_batch)
+        return self.adjust(average_views(self._run, faces, self.tta, self.max_batch))
+
+    def adjust(self, probs: np.ndarray) -> np.ndarray:
+        """The card's prior correction (p * prior^-tau, renormalised) of averaged probabilities, when it is on."""
+        return self.card.adjust(probs) if self.prior_correction else probs
 
     def predict_batch(self, faces: np.ndarray | Sequence[np.ndarray]) -> list[tuple[str, dict[str, float]]]:
         """[(label, {class: probability}), ...] for a batch of face crops."""

@@ -11,6 +11,7 @@ from pathlib import Path
 from torch import nn
 
 from ferkit.errors import ConfigError, DataError, ModelError
+from ferkit.evaluation.score import card_metrics
 from ferkit.modelcard import RUNTIME_TTA, ModelCard
 from ferkit.train.checkpoint import atomic_save, load_weights, read_metadata
 from ferkit.train.combine import ensemble_of, soup_member, soup_of
@@ -40,18 +41,6 @@ def describe_architecture(spec: dict) -> str:
 def make_card(name: str, spec: dict, tta: str, metrics: dict, training: dict, notes: str = "") -> ModelCard:
     return ModelCard(name=name, classes=list(spec["classes"]), architecture=describe_architecture(spec), tta=tta,
                      metrics=metrics, training=training, notes=notes)
-
-
-def card_metrics(m: dict, sample: dict, tta: str, ferplus) -> dict:
-    """What a card keeps of one split's evaluation, and of its every-Nth-face sample (a quick check)."""
-    return {
-        "accuracy": round(m["accuracy"], 5), "tta": tta, "faces": m["n"],
-        "macro_f1": round(m["macro_f1"], 5), "ece": round(m["ece"], 5),
-        "recall": {c: round(v["recall"], 4) for c, v in m["per_class"].items()},
-        "protocol": "FER+ majority vote" if ferplus else "FER2013 labels",
-        "sample": {"every": sample["data"]["sample_every"], "faces": sample["n"],
-                   "accuracy": round(sample["accuracy"], 5)},
-    }
 
 
 def export_run(run: str | Path, name: str, out: str | Path, tta: str = "none", data: str | Path | None = None,
