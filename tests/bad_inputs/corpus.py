@@ -169,6 +169,12 @@ def card(name: str, make: Callable[[dict], object] | None = None, text: str | No
     return build
 
 
+def _fewer_classes(c: dict) -> dict:
+    """Five classes, and nothing else in the card that counts them, so only the ONNX output disagrees."""
+    c = {k: v for k, v in c.items() if k != "prior_correction"}
+    return {**c, "classes": c["classes"][:5]}
+
+
 def _without(key):
     return lambda c: {k: v for k, v in c.items() if k != key}
 
@@ -221,7 +227,7 @@ CASES: list[Case] = [
     Case("card size differs from the ONNX input", card("size64", _input(shape=[None, 1, 64, 64])), MODEL_COMMANDS,
          r"size64\.onnx: its input 'faces' has shape \[N, 1, 48, 48\] but its card size64\.json says \[N, 1, 64, 64\]",
          role="model"),
-    Case("classes differ from the ONNX output", card("fewer", lambda c: {**c, "classes": c["classes"][:5]}),
+    Case("classes differ from the ONNX output", card("fewer", _fewer_classes),
          MODEL_COMMANDS, r"outputs \d+ classes but its card lists 5", role="model"),
 ]
 
