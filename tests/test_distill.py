@@ -134,3 +134,35 @@ def test_the_card_of_a_distilled_model_names_its_teachers(teachers):
     assert training["command"].count("--teacher ") == 2 and training["distill_weight"] == 0.5
     assert [t["weights"] for t in training["teachers"]] == [str(run) for run in teachers["runs"]]
     assert all(t["epochs"] == 1 and t["wall_seconds"] > 0 and "--seed" in t["command"] for t in training["teachers"])
+
+
+def test_a_shipped_onnx_model_teaches_another_architecture(tmp_path):
+    """`--teacher fer2013-7`: the run time's probabilities (the card's TTA, no prior correction) become the
+    cached targets of a fer-fast student; the card records the teacher by name with its own recipe."""
+    from safetensors.torch import load_file
+
+    from ferkit.data import load_dataset
+    from ferkit.modelcard import ModelCard
+    from ferkit.runtime.model import FacialExpressionModel
+
+    data = small_csv(tmp_path / "d.csv", {"Training": 96, "PublicTest": 64}, seed=4)
+    student = tmp_path / "student"
+    r = run_cli("train", data, "--model", "fer-fast", "--teacher", "fer2013-7", "--distill-weight", "1.0",
+                "--epochs", "1", "--batch-size", "32", "--threads", "1", "-o", student)
+    assert r.returncode == 0, r.stderr[-3000:]
+    faces = load_dataset(data).split("Training").images
+    cached = load_file(str(student / "teacher-probs.safetensors"))["probs"].numpy()
+    teacher = FacialExpressionModel("fer2013-7", prior_correction=False)
+    np.testing.assert_allclose(cached, teacher.predict_proba(faces), atol=1e-5)
+    assert teacher.tta == "multi" and not np.allclose(cached, teacher.card.adjust(cached), atol=1e-3)  # uncorrected
+    r = run_cli("export", student, "--name", "kd-fast", "-o", tmp_path / "ship", "--tta", "none")
+    assert r.returncode == 0, r.stderr[-3000:]
+    training = ModelCard.load(tmp_path / "ship" / "kd-fast.json").training
+    assert [t["weights"] for t in training["teachers"]] == ["fer2013-7"]
+    assert "command" in training["teachers"][0]  # the shipped model's own recipe, read from its card
+
+
+def test_an_onnx_teacher_with_other_classes_is_a_one_line_error(tmp_path):
+    data = small_csv(tmp_path / "d.csv", {"Training": 64, "PublicTest": 32}, seed=4)
+    r = run_cli("train", data, "--model", "fer-fast", "--teacher", "ferplus-8", "--epochs", "1", "-o", tmp_path / "s")
+    assert_one_line_error(r, "--teacher", "ferplus-8", "classes")

@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch", reason="the training stack needs torch: pip
 from ferkit.models import count_parameters, create_model, list_models, load_architecture, save_architecture  # noqa: E402
 
 from conftest import FERKIT  # noqa: E402  (one definition of how tests call the CLI)
-REGISTERED = ["fer-resnet", "fer-resnet-s", "fer-vgg", "mlp", "seed-cnn", "seed-cnn-small"]
+REGISTERED = ["fer-fast", "fer-resnet", "fer-resnet-s", "fer-vgg", "mlp", "seed-cnn", "seed-cnn-small"]
 
 
 def test_registry_names():

@@ -7,7 +7,7 @@ rebuilt from that. Importing this package registers every architecture.
 
 from __future__ import annotations
 
-from ferkit.models import cnn, ensemble, mlp, resnet  # noqa: F401  (importing them fills the registry)
+from ferkit.models import cnn, ensemble, fast, mlp, resnet  # noqa: F401  (importing them fills the registry)
 from ferkit.models.registry import (
     count_parameters, create_model, list_models, load_architecture, model_spec, register_model, save_architecture,
 )

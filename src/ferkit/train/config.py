@@ -60,9 +60,10 @@ class TrainConfig:
     init: str | None = setting(None, "Start from these weights: a .safetensors file or a run folder (its "
                                      "best.safetensors); fresh optimiser and schedule (fine-tune, warm restart).",
                                kind="path")
-    teachers: list[str] = setting([], "Distil from this checkpoint of the same architecture and heads (repeat for an "
-                                      "ensemble): the teachers' mean probabilities on each training face (and its "
-                                      "mirror) are blended into the targets.", flag="--teacher", kind="paths")
+    teachers: list[str] = setting([], "Distil from this checkpoint of the same architecture and heads, or from a finished "
+                                      "ONNX model of any architecture (a shipped name such as fer2013-7, or a .onnx "
+                                      "file; its card's TTA): repeat for an ensemble. The teachers' mean "
+                                      "probabilities on each training face are blended into the targets.", flag="--teacher", kind="paths")
     distill_weight: float = setting(0.5, "Share of the teachers in each target (with --teacher).")
     # optimisation (defaults: the tutorials' recipe)
     epochs: int = setting(15, "Epochs.", on_resume="apply")

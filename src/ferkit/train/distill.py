@@ -1,8 +1,11 @@
 """Knowledge distillation from an ensemble (`train --teacher`, repeatable).
 
-Each teacher is a checkpoint of the run's own architecture and heads (a weights file, a training
-checkpoint or a run folder). Their mean probabilities over face and mirror on every training face
-are computed once, cached in the run folder (recomputed when the teacher files or the faces change),
+A teacher is either a checkpoint of the run's own architecture and heads (a weights file, a training
+checkpoint or a run folder), whose mean probabilities over face and mirror are its targets, or a
+finished ONNX model (a shipped name such as `fer2013-7`, or a .onnx file with its card), run by the run
+time with its card's test-time augmentation and without its prior correction, so any architecture can
+learn from it (the fast tier learns the big model's 16-view probabilities this way). The teachers'
+mean probabilities on every training face are computed once, cached in the run folder (recomputed when the teacher files or the faces change),
 and blended into the training targets per head: target = (1 - weight) * labels + weight * teachers.
 A FER+ head is blended only on the faces that have FER+ votes, so what it learns still comes from
 the crowd where the crowd spoke.
@@ -13,13 +16,35 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+from pathlib import Path
+
 import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ferkit.errors import ConfigError
+from ferkit.errors import ConfigError, DataError
 from ferkit.train.run import Head, RunFolder, head_sizes, weights_file
+
+ONNX_BATCH = 256  # faces a run-time call takes when an ONNX model teaches
+
+
+def is_onnx_teacher(source: str | Path) -> bool:
+    """A finished ONNX model: a .onnx path, or the name of a model shipped in the package."""
+    from ferkit.runtime.model import shipped_models
+
+    p = Path(source)
+    return p.suffix == ".onnx" or (not p.exists() and len(p.parts) == 1 and p.name in shipped_models())
+
+
+def teacher_file(source: str | Path) -> Path:
+    """The file a --teacher source names: its ONNX file, or its weights file (a run folder's best)."""
+    if is_onnx_teacher(source):
+        from ferkit.runtime.model import resolve_model_path
+
+        p = Path(source)
+        return resolve_model_path(p) if p.exists() or p.suffix != ".onnx" else p
+    return weights_file(source)
 
 
 
@@ -40,6 +65,9 @@ def teacher_probabilities(teachers: list[str], make_model, images: np.ndarray, h
                     return probs
     total = torch.zeros(len(images), sum(sizes))
     for i, path in enumerate(teachers, 1):
+        if is_onnx_teacher(path):
+            total += onnx_probabilities(path, images, heads, f"teacher {i}/{len(teachers)}")
+            continue
         model = make_model()
         load_init_weights(model, weights_file(path), what="--teacher")
         model = model.to(device)
@@ -52,6 +80,24 @@ def teacher_probabilities(teachers: list[str], make_model, images: np.ndarray, h
     run.create()
     save_file({"probs": probs.contiguous()}, str(cache), metadata={"teachers": key})
     return probs
+
+
+def onnx_probabilities(source: str | Path, images: np.ndarray, heads: list[Head], label: str = "teacher") -> torch.Tensor:
+    """A finished model's probabilities (N, C) on uint8 faces: its card's TTA, no prior correction."""
+    from tqdm import tqdm
+
+    from ferkit.runtime.model import FacialExpressionModel
+
+    model = FacialExpressionModel(teacher_file(source), prior_correction=False)
+    if len(heads) != 1 or tuple(heads[0].classes) != tuple(model.classes):
+        wanted = " + ".join(",".join(h.classes) for h in heads)
+        raise DataError(f"--teacher {source}: its classes ({','.join(model.classes)}) are not the run's ({wanted})")
+    print(f"{label}: {source} (ONNX, {model.tta} TTA, {model.precision})", file=sys.stderr, flush=True)
+    out = np.zeros((len(images), len(model.classes)), np.float32)
+    for i in tqdm(range(0, len(images), ONNX_BATCH), desc=label,
+                  file=sys.stderr, mininterval=0.5 if sys.stderr.isatty() else 30):
+        out[i:i + ONNX_BATCH] = model.predict_proba(images[i:i + ONNX_BATCH])
+    return torch.from_numpy(out)
 
 
 def blend_targets(targets: torch.Tensor, teacher: torch.Tensor, weight: float, sizes: list[int]) -> torch.Tensor:
@@ -73,7 +119,7 @@ def _fingerprint(teachers: list[str]) -> list:
     """The teacher files (path, size, mtime): a changed list or a retrained teacher is recomputed."""
     files = []
     for t in teachers:
-        p = weights_file(t)
+        p = teacher_file(t)
         st = p.stat() if p.exists() else None
         files.append([str(p.resolve()), st.st_size if st else -1, st.st_mtime_ns if st else -1])
     return files

@@ -22,6 +22,7 @@ from ferkit.train.checkpoint import load_init_weights, load_training_state, save
 from ferkit.train.config import TrainConfig
 from ferkit.train.curves import plot_curves
 from ferkit.train.device import autocast_for, pick_device, uses_bf16
+from ferkit.train.distill import teacher_file
 from ferkit.train.distributed import BatchShards, World
 from ferkit.train.losses import joint_loss, soft_cross_entropy
 from ferkit.train.optim import build_optimizer, build_scheduler, is_per_step
@@ -40,10 +41,11 @@ def preflight(cfg: TrainConfig, world: World | None = None) -> torch.device:
     world.check(cfg)
     if cfg.model not in list_models():
         raise ConfigError(f"--model: unknown model {cfg.model!r}; registered: {', '.join(list_models())}")
-    for what, sources in (("--init", [cfg.init] if cfg.init else []), ("--teacher", cfg.teachers)):
-        for source in sources:
-            if not weights_file(source).is_file():
-                raise DataError(f"{what}: no weights at {weights_file(source)}")
+    if cfg.init and not weights_file(cfg.init).is_file():
+        raise DataError(f"--init: no weights at {weights_file(cfg.init)}")
+    for source in cfg.teachers:
+        if not teacher_file(source).is_file():
+            raise DataError(f"--teacher: no weights at {teacher_file(source)}")
     return world.rank_device(cfg.device, pick_device(cfg.device))
 
 

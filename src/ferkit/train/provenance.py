@@ -163,7 +163,9 @@ def training_info(run: str | Path | RunFolder, head: str | None = None) -> dict:
                 earlier = before.get("wall_seconds_with_init", before["wall_seconds"])
                 info["wall_seconds_with_init"] = round(info["wall_seconds"] + earlier, 1)
     if cfg is not None and cfg.teachers:  # distilled: the teachers are part of the recipe too
-        info["teachers"] = [member_record(t, run) for t in cfg.teachers]
+        from ferkit.train.distill import teacher_file
+
+        info["teachers"] = [{**member_record(teacher_file(t), run), "weights": str(t)} for t in cfg.teachers]
         info["distill_weight"] = cfg.distill_weight
     sessions = run.sessions()
     if sessions:
