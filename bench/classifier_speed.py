@@ -9,9 +9,12 @@ parallel execution mode. The PrivateTest accuracy column comes from the model ca
 from the card's int8 block) where the card has a figure at the row's TTA; nothing is re-evaluated here.
 The ratio column is faces/s against the reference row (`--reference`).
 
-The `fer` package (mini-Xception, Keras) can be timed alongside through a Python that has it installed
-(`--fer-python /tmp/fervenv/bin/python`, e.g. after `python -m venv /tmp/fervenv && /tmp/fervenv/bin/pip
-install fer tensorflow-cpu`): its emotion network on the same number of random 64x64 faces, batch 1 and 64.
+The `fer` package can be timed alongside through a Python that has it installed (`--fer-python
+/tmp/fervenv/bin/python`; `pip install --no-deps fer` then `tensorflow-cpu "opencv-contrib-python<5" pandas
+requests tqdm "moviepy<2" ffmpeg-python Pillow matplotlib "setuptools<81"`: its MTCNN extra would pull torch):
+its default quantised TFLite model (one face an interpreter call, as the package runs it) and its Keras
+mini-Xception (batched), on the same number of random 64x64 faces at batch 1 and 64, and their PrivateTest
+accuracy measured here on the FER2013 faces with the package's own preprocessing.
 
     python bench/classifier_speed.py                           # the whole grid (a few minutes on an idle machine)
     python bench/classifier_speed.py --models fer2013-7 --ttas none --batches 1 --threads ferkit --seconds 0.2
@@ -34,18 +37,34 @@ FER_SCRIPT = r"""
 import json, os, sys, time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
-from fer import FER
-net = FER()._FER__emotion_classifier  # the Keras mini-Xception fer runs on each face (64x64 grey)
-faces, seconds = int(sys.argv[1]), float(sys.argv[2])
-x = np.random.default_rng(0).uniform(-1, 1, (faces,) + tuple(net.input_shape[1:])).astype("float32")
-out = {}
-for batch in (1, 64):
-    net.predict(x[:batch], verbose=0)
-    done, t0 = 0, time.perf_counter()
-    while done < faces and (done == 0 or time.perf_counter() - t0 < seconds):
-        net.predict(x[done:done + batch], verbose=0)
-        done += len(x[done:done + batch])
-    out[batch] = done / (time.perf_counter() - t0)
+try:
+    from fer.fer import FER
+except ImportError:  # older releases export it at the top
+    from fer import FER
+faces, seconds, test = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+x = np.random.default_rng(0).uniform(-1, 1, (faces, 64, 64)).astype("float32")
+data = np.load(test, allow_pickle=False)
+# fer's own preprocessing of a grey face crop: resize to 64x64, scale to [-1, 1]
+import cv2
+t = np.stack([cv2.resize(f, (64, 64)) for f in data["images"]]).astype("float32") / 255.0 * 2 - 1
+out = []
+for tflite in (True, False):
+    det = FER(use_tflite=tflite)
+    if tflite:  # the package's default: a quantised TFLite model, one face an interpreter call
+        run = det._classify_emotions
+    else:       # its Keras mini-Xception, batched
+        net = det._FER__emotion_classifier
+        run = lambda b: np.asarray(net(b[..., None], training=False))
+    pred = np.concatenate([np.asarray(run(t[i:i + 256])) for i in range(0, len(t), 256)]).argmax(1)
+    acc = float((pred == data["labels"]).mean())
+    for batch in (1, 64):
+        run(x[:batch])
+        done, t0 = 0, time.perf_counter()
+        while done < faces and (done == 0 or time.perf_counter() - t0 < seconds):
+            run(x[done:done + batch])
+            done += len(x[done:done + batch])
+        out.append({"tflite": tflite, "batch": batch, "faces_s": done / (time.perf_counter() - t0), "faces": done,
+                    "accuracy": acc})
 print(json.dumps(out))
 """
 
@@ -90,15 +109,29 @@ def faces_per_second(model, faces: np.ndarray, batch: int, seconds: float) -> tu
     return done / (time.perf_counter() - t0), done
 
 
-def fer_rows(python: str, faces: int, seconds: float) -> list[dict]:
-    r = subprocess.run([python, "-c", FER_SCRIPT, str(faces), str(seconds)], capture_output=True, text=True,
-                       timeout=1800)
+def fer_rows(python: str, faces: int, seconds: float, data: str | None) -> list[dict]:
+    """The fer package's two classifiers timed on the same number of random faces (64x64, its input), and
+    their PrivateTest accuracy measured on the same faces ferkit's cards are scored on (fer's preprocessing)."""
+    import tempfile
+
+    from ferkit.data import load_dataset
+
+    test = load_dataset(data or os.environ.get("FERKIT_DATA", "../shared/data/fer2013")).split("PrivateTest")
+    with tempfile.TemporaryDirectory() as tmp:
+        npz = os.path.join(tmp, "private.npz")
+        np.savez(npz, images=test.images, labels=test.labels)
+        r = subprocess.run([python, "-c", FER_SCRIPT, str(faces), str(seconds), npz], capture_output=True, text=True,
+                           timeout=1800)
     if r.returncode != 0:
         print(f"fer package: {python} failed: {(r.stderr.strip().splitlines() or ['?'])[-1]}", file=sys.stderr)
         return []
-    speeds = json.loads(r.stdout.strip().splitlines()[-1])
-    return [{"model": "fer (mini-Xception, Keras)", "precision": "fp32", "tta": "none", "batch": int(b),
-             "threads": "tf", "mode": "-", "faces_s": v, "faces": faces, "accuracy": None} for b, v in speeds.items()]
+    rows = []
+    for m in json.loads(r.stdout.strip().splitlines()[-1]):
+        name = "fer (TFLite int8, one face a call)" if m["tflite"] else "fer (mini-Xception, Keras)"
+        rows.append({"model": name, "precision": "int8" if m["tflite"] else "fp32", "tta": "none",
+                     "batch": m["batch"], "threads": "tf", "mode": "-", "faces_s": m["faces_s"], "faces": m["faces"],
+                     "accuracy": f"{m['accuracy']:.4f} (measured)"})
+    return rows
 
 
 def main(argv=None) -> int:
@@ -116,7 +149,9 @@ def main(argv=None) -> int:
     ap.add_argument("--reference", default="fer2013-7,fp32,none,64,ort,sequential",
                     help="model,precision,tta,batch,threads,mode of the row the ratio column divides by "
                          "(the first row when absent)")
-    ap.add_argument("--fer-python", default=None, help="a Python with the fer package: time its network too")
+    ap.add_argument("--fer-python", default=None, help="a Python with the fer package: time its networks too")
+    ap.add_argument("--data", default=None, help="FER2013 (for the fer package's PrivateTest accuracy; default "
+                                                 "$FERKIT_DATA or ../shared/data/fer2013)")
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = ap.parse_args(argv)
 
@@ -150,7 +185,7 @@ def main(argv=None) -> int:
         print(f"{model.name} {precision} tta={tta} batch={batch} threads={threads} {mode}: {speed:,.1f} faces/s "
               f"({done} faces)", file=sys.stderr)
     if args.fer_python:
-        rows += fer_rows(args.fer_python, args.faces, args.seconds)
+        rows += fer_rows(args.fer_python, args.faces, args.seconds, args.data)
     if not rows:
         print("no rows measured", file=sys.stderr)
         return 1

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import stat
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +55,18 @@ def input_file(path: str | Path, what: str, error: type[Exception], allow_empty:
     return st
 
 
+def temp_beside(path: Path) -> tuple[int, str]:
+    """A new file next to `path`, created with the usual permissions (the umask applies, unlike mkstemp's
+    0600: a model or a results file written atomically is as readable as one written plainly)."""
+    for _ in range(100):
+        tmp = str(path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")
+
+
 def atomic_write_bytes(path: str | Path, data: bytes, sync: bool = True) -> Path:
     """Write `data` to `path` atomically (temp file + fsync + rename); OutputError names the file on failure.
 
@@ -63,7 +75,7 @@ def atomic_write_bytes(path: str | Path, data: bytes, sync: bool = True) -> Path
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = temp_beside(path)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

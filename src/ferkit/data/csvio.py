@@ -14,13 +14,13 @@ import csv
 import gzip
 import io
 import os
-import secrets
 import stat
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 from ferkit.errors import DataError, OutputError
+from ferkit.fileio import temp_beside
 
 # A line longer than this is cut and its row reported; memory stays bounded whatever the file holds.
 MAX_LINE = 1 << 20
@@ -175,17 +175,6 @@ class _Utf8Sink:
         return self.stream.write(text.encode("utf-8"))
 
 
-def _temp_beside(path: Path) -> tuple[int, str]:
-    """A new file next to `path`, created with the usual permissions (umask applies, unlike mkstemp's 0600)."""
-    for _ in range(100):
-        tmp = str(path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        try:
-            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"no free temporary name beside {path}")
-
-
 @contextlib.contextmanager
 def atomic_csv(path: str | Path) -> Iterator[csv.writer]:
     """A csv.writer onto a temporary file beside `path` (gzip when the name ends in .gz). On a clean exit
@@ -194,7 +183,7 @@ def atomic_csv(path: str | Path) -> Iterator[csv.writer]:
     path = Path(path)
     tmp = None
     try:
-        fd, tmp = _temp_beside(path)
+        fd, tmp = temp_beside(path)
         with open(fd, "wb") as raw:
             stream = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) if path.suffix == ".gz" else raw
             try:

@@ -20,7 +20,9 @@ from ferkit.runtime.session import create_session, default_threads
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_MODEL = "fer2013-7"
-__all__ = ["DEFAULT_MODEL", "FacialExpressionModel", "ModelError", "WEIGHTS_DIR", "live_tta", "resolve_model_path",
+# Tiers by what they cost: `--model fast` is the one-view distilled net, `--model accurate` the default.
+MODEL_ALIASES = {"fast": "fer2013-7-fast", "accurate": DEFAULT_MODEL}
+__all__ = ["DEFAULT_MODEL", "FacialExpressionModel", "MODEL_ALIASES", "ModelError", "WEIGHTS_DIR", "live_tta", "resolve_model_path",
            "shipped_models"]
 
 
@@ -30,16 +32,17 @@ def shipped_models() -> list[str]:
 
 
 def resolve_model_path(path: str | Path | None = None) -> Path:
-    """None -> $FERKIT_MODEL or the shipped default; a shipped name ('ferplus-8') or a path -> the .onnx path."""
+    """None -> $FERKIT_MODEL or the shipped default; a shipped name ('ferplus-8'), a tier ('fast') or a path ->
+    the .onnx path."""
     if path is None:
         path = os.environ.get("FERKIT_MODEL") or DEFAULT_MODEL
     p = Path(path)
-    if not p.exists() and p.suffix != ".onnx" and len(p.parts) == 1:  # a shipped model's name
-        p = WEIGHTS_DIR / f"{p.name}.onnx"
+    if not p.exists() and p.suffix != ".onnx" and len(p.parts) == 1:  # a shipped model's name, or a tier's
+        p = WEIGHTS_DIR / f"{MODEL_ALIASES.get(p.name, p.name)}.onnx"
     if p.is_dir():
         raise ModelError(f"{p}: is a directory; pass the .onnx file")
     if not p.is_file():
-        shipped = ", ".join(shipped_models()) or "none installed"
+        shipped = ", ".join(shipped_models() + sorted(MODEL_ALIASES)) or "none installed"
         raise ModelError(f"{p}: no such model file (shipped models: {shipped})")
     return p
 

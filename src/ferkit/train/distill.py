@@ -31,10 +31,11 @@ ONNX_BATCH = 256  # faces a run-time call takes when an ONNX model teaches
 
 def is_onnx_teacher(source: str | Path) -> bool:
     """A finished ONNX model: a .onnx path, or the name of a model shipped in the package."""
-    from ferkit.runtime.model import shipped_models
+    from ferkit.runtime.model import MODEL_ALIASES, shipped_models
 
     p = Path(source)
-    return p.suffix == ".onnx" or (not p.exists() and len(p.parts) == 1 and p.name in shipped_models())
+    return p.suffix == ".onnx" or (not p.exists() and len(p.parts) == 1
+                                   and (p.name in shipped_models() or p.name in MODEL_ALIASES))
 
 
 def teacher_file(source: str | Path) -> Path:
