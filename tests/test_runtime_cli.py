@@ -216,6 +216,22 @@ def test_predict_tta_switch(photos, tmp_path):
     no_traceback(r)
 
 
+def test_model_tiers(photos, tmp_path):
+    """`--model fast` runs the one-view fast tier, `--model accurate` the default: both find the astronaut's
+    face in the same place, each results file names the model that ran."""
+    faces = {}
+    for tier, name in (("fast", "fer2013-7-fast"), ("accurate", "fer2013-7")):
+        out = tmp_path / tier
+        r = ferkit("predict", photos / "good" / "astronaut.png", "-o", out, "--no-images", "--model", tier)
+        assert r.returncode == 0, r.stderr
+        results = json.loads((out / "results.json").read_text())
+        assert results["model"] == name and results["model_file"].endswith(".onnx")
+        faces[tier] = results["images"][0]["faces"]
+    assert len(faces["fast"]) == len(faces["accurate"]) == 1
+    assert faces["fast"][0]["box"] == faces["accurate"][0]["box"]
+    assert faces["fast"][0]["probabilities"] != faces["accurate"][0]["probabilities"]
+
+
 def test_chart(photos, tmp_path):
     r = ferkit("chart", photos / "good" / "astronaut.png", cwd=tmp_path)
     assert r.returncode == 0, r.stderr

@@ -55,6 +55,15 @@ def input_file(path: str | Path, what: str, error: type[Exception], allow_empty:
     return st
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()  # what a plainly created file gets here (read once, at import, in the main thread)
+
+
 def temp_beside(path: Path) -> tuple[int, str]:
     """A new file next to `path`, created with the usual permissions (the umask applies, unlike mkstemp's
     0600: a model or a results file written atomically is as readable as one written plainly)."""

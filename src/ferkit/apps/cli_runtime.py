@@ -202,7 +202,8 @@ def predict(
         records.append(rec)
 
     classes = list(analyzer.classes)
-    meta = {"model": analyzer.model.name, "model_file": str(analyzer.model.path), "detector": analyzer.detector.name,
+    meta = {"model": analyzer.model.name, "model_file": str(analyzer.model.file), "precision": analyzer.model.precision,
+            "detector": analyzer.detector.name,
             "classes": classes}
     atomic_write_json(out / "results.json", {**meta, "images": records,
                                              "skipped": [{"file": str(p), "reason": why} for p, why in skipped]})

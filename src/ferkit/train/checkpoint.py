@@ -17,6 +17,8 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, safe_open, save_file
 
+from ferkit.fileio import FILE_MODE
+
 MODEL_PREFIX = "model."  # a training checkpoint's model tensors; optimiser and RNG tensors sit beside them
 
 
@@ -33,6 +35,7 @@ def atomic_save(tensors: dict[str, torch.Tensor], path: str | Path, metadata: di
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     try:
         save_file(tensors, str(tmp), metadata={k: json.dumps(v) for k, v in (metadata or {}).items()})
+        os.chmod(tmp, FILE_MODE)  # safetensors makes its files 0600; a weights file is as readable as any other
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
