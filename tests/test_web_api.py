@@ -100,6 +100,8 @@ def test_health_model_limits_docs_and_page(server, client):
     card = client.get("/api/v1/model").json()
     assert card["name"] == h["model"] and len(card["classes"]) >= 7 and card["file"].endswith(".onnx")
     assert card["detector"] == h["detector"]
+    assert card["precision"] in ("fp32", "int8") and card["runs"] == (
+        card["file"] if card["precision"] == "fp32" else card["file"].replace(".onnx", ".int8.onnx"))
     assert card["input"]["shape"][1:] == [1, 48, 48]
     limits = client.get("/api/v1/limits").json()
     assert limits["max_upload_mb"] == 2 and limits["max_pixels"] == 20_000_000

@@ -92,7 +92,10 @@ class ModelInfo(BaseModel):
     name: str
     classes: list[str]
     architecture: str
-    file: str = Field(description="The ONNX file's name.")
+    file: str = Field(description="The ONNX file's name (the model's; its card sits beside it).")
+    runs: str = Field(description="The ONNX file that runs: the model's, or its int8 file where this machine runs "
+                                  "that faster.")
+    precision: str = Field(description="fp32 or int8: what `runs` computes in.")
     detector: str = Field(description="The face detector in use.")
     tta: str = Field(description="Test-time augmentation for photos (/predict): the card's.")
     live_tta: str = Field(description="Test-time augmentation for frames (live WebSocket, MJPEG streams, video "

@@ -80,7 +80,8 @@ async def model_card(svc: ServiceDep):
     a = svc.analyzer
     card = a.model.card
     return schemas.ModelInfo(name=card.name, classes=list(card.classes), architecture=card.architecture,
-                             file=a.model.path.name, detector=a.detector.name, tta=a.model.tta,
+                             file=a.model.path.name, runs=a.model.file.name, precision=a.model.precision,
+                             detector=a.detector.name, tta=a.model.tta,
                              live_tta=svc.live_analyzer.model.tta, input=card.input, output=card.output,
                              metrics=card.metrics, training=card.training, notes=card.notes)
 
