@@ -25,6 +25,7 @@ accuracy measured here on the FER2013 faces with the package's own preprocessing
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import os
@@ -32,6 +33,7 @@ import platform
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -116,9 +118,7 @@ def fer_rows(python: str, faces: int, seconds: float, data: str | None) -> list[
     their PrivateTest accuracy measured on the same faces ferkit's cards are scored on (fer's preprocessing)."""
     import tempfile
 
-    from ferkit.data import load_dataset
-
-    test = load_dataset(data or os.environ.get("FERKIT_DATA", "../shared/data/fer2013")).split("PrivateTest")
+    test = private_test(data, ferplus=False)
     with tempfile.TemporaryDirectory() as tmp:
         npz = os.path.join(tmp, "private.npz")
         np.savez(npz, images=test.images, labels=test.labels)
@@ -136,14 +136,19 @@ def fer_rows(python: str, faces: int, seconds: float, data: str | None) -> list[
     return rows
 
 
+@functools.lru_cache(maxsize=None)
+def private_test(data: str | None, ferplus: bool):
+    """FER2013's PrivateTest faces, read once a run: FER2013 labels, or the FER+ majority vote."""
+    from ferkit.data import default_data_dir, load_dataset
+
+    root = Path(data) if data else default_data_dir()
+    return load_dataset(root, ferplus=root / "fer2013new.csv" if ferplus else None).split("PrivateTest")
+
+
 def private_accuracy(model, data: str | None) -> float:
     """PrivateTest accuracy of a FacialExpressionModel as it is (its TTA, precision and prior correction): FER2013
     labels for a 7-class model, the FER+ majority vote for an 8-class one."""
-    from ferkit.data import load_dataset
-
-    root = data or os.environ.get("FERKIT_DATA", "../shared/data/fer2013")
-    ferplus = os.path.join(root, "fer2013new.csv") if len(model.classes) == 8 else None
-    test = load_dataset(root, ferplus=ferplus).split("PrivateTest")
+    test = private_test(data, ferplus=len(model.classes) == 8)
     if tuple(test.class_names) != tuple(model.classes):
         raise SystemExit(f"{model.name}: classes {model.classes} are not the data's {test.class_names}")
     keep = test.labels >= 0
@@ -209,18 +214,19 @@ def main(argv=None) -> int:
                     help="model,precision,tta,batch,threads,mode of the row the ratio column divides by "
                          "(the first row when absent)")
     ap.add_argument("--fer-python", default=None, help="a Python with the fer package: time its networks too")
-    ap.add_argument("--data", default=None, help="FER2013 (for the fer package's PrivateTest accuracy; default "
-                                                 "$FERKIT_DATA or ../shared/data/fer2013)")
+    ap.add_argument("--data", default=None, help="FER2013 folder, for the PrivateTest accuracy column (default: "
+                                                 "ferkit's data folder, $FERKIT_DATA)")
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
     ap.add_argument("--no-score", dest="score", action="store_false",
-                    help="take the accuracy column from the cards (their own TTA only) instead of scoring "
-                         "PrivateTest for every model, precision and TTA after the timings")
+                    help="the accuracy column from the cards alone (their own TTA): no PrivateTest scoring of "
+                         "the other rows after the timings")
     ap.add_argument("--chart", default=None, help="also draw faces/s against PrivateTest accuracy into this PNG")
     args = ap.parse_args(argv)
 
     import onnxruntime
 
     from ferkit.errors import ModelError
+    from ferkit.preprocessing import tta_cost
     from ferkit.runtime.model import FacialExpressionModel
     from ferkit.runtime.precision import cpu_model
 
@@ -230,8 +236,6 @@ def main(argv=None) -> int:
     grid = itertools.product(models, parse_list(args.precisions), parse_list(args.ttas), parse_list(args.batches, int),
                              parse_list(args.threads), parse_list(args.modes))
     loaded = {}
-    from ferkit.preprocessing import tta_cost
-
     for name, precision, tta, batch, threads, mode in grid:
         key = (name, precision, tta)
         if key not in loaded:
@@ -245,8 +249,8 @@ def main(argv=None) -> int:
             continue
         model.session = make_session(model.file, threads, mode)
         speed, done = faces_per_second(model, faces, batch, args.seconds)
-        rows.append({"model": model.name, "path": name, "classes": len(model.classes), "precision": precision, "tta": tta, "batch": batch, "threads": threads,
-                     "mode": mode, "faces_s": speed, "faces": done, "accuracy": card_accuracy(model, precision, tta)})
+        rows.append({"model": model.name, "path": name, "classes": len(model.classes), "precision": precision,
+                     "tta": tta, "batch": batch, "threads": threads, "mode": mode, "faces_s": speed, "faces": done, "accuracy": card_accuracy(model, precision, tta)})
         print(f"{model.name} {precision} tta={tta} batch={batch} threads={threads} {mode}: {speed:,.1f} faces/s "
               f"({done} faces)", file=sys.stderr)
     if args.score:  # after every timing: what each (model, precision, TTA) scores on PrivateTest, as the run time runs it
@@ -271,7 +275,7 @@ def main(argv=None) -> int:
     print(f"\n{cpu_model()}, {os.cpu_count()} CPUs, onnxruntime {onnxruntime.__version__}, Python "
           f"{platform.python_version()}; up to {args.faces} random faces a row, {args.seconds:g} s at most; "
           f"ratio against {' '.join(str(ref[c]) for c in cols)}\n")
-    print("| model | precision | TTA | batch | threads | mode | faces/s | ratio | PrivateTest accuracy (card) |")
+    print("| model | precision | TTA | batch | threads | mode | faces/s | ratio | PrivateTest accuracy |")
     print("|---|---|---|---:|---|---|---:|---:|---:|")
     for r in rows:
         acc = r["accuracy"] or "-"

@@ -22,8 +22,8 @@ WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_MODEL = "fer2013-7"
 # Tiers by what they cost: `--model fast` is the one-view distilled net, `--model accurate` the default.
 MODEL_ALIASES = {"fast": "fer2013-7-fast", "accurate": DEFAULT_MODEL}
-__all__ = ["DEFAULT_MODEL", "FacialExpressionModel", "MODEL_ALIASES", "ModelError", "WEIGHTS_DIR", "live_tta", "resolve_model_path",
-           "shipped_models"]
+__all__ = ["DEFAULT_MODEL", "FacialExpressionModel", "MODEL_ALIASES", "ModelError", "WEIGHTS_DIR", "live_tta",
+           "resolve_model_path", "shipped_models"]
 
 
 def shipped_models() -> list[str]:

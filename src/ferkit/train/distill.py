@@ -5,8 +5,9 @@ checkpoint or a run folder), whose mean probabilities over face and mirror are i
 finished ONNX model (a shipped name such as `fer2013-7`, or a .onnx file with its card), run by the run
 time with its card's test-time augmentation and without its prior correction, so any architecture can
 learn from it (the fast tier learns the big model's 16-view probabilities this way). The teachers'
-mean probabilities on every training face are computed once, cached in the run folder (recomputed when the teacher files or the faces change),
-and blended into the training targets per head: target = (1 - weight) * labels + weight * teachers.
+mean probabilities on every training face are computed once, cached in the run folder (recomputed when
+the teacher files or the faces change), and blended into the training targets per head:
+target = (1 - weight) * labels + weight * teachers.
 A FER+ head is blended only on the faces that have FER+ votes, so what it learns still comes from
 the crowd where the crowd spoke.
 """
@@ -44,9 +45,8 @@ def teacher_file(source: str | Path) -> Path:
         from ferkit.runtime.model import resolve_model_path
 
         p = Path(source)
-        return resolve_model_path(p) if p.exists() or p.suffix != ".onnx" else p
+        return p if p.suffix == ".onnx" else resolve_model_path(p)  # a path as given; a name -> the package's file
     return weights_file(source)
-
 
 
 def teacher_probabilities(teachers: list[str], make_model, images: np.ndarray, heads: list[Head], device, autocast,
