@@ -69,7 +69,7 @@ def test_short_real_run_climbs_well_above_chance(tmp_path):
 RECIPES = {
     "tutorial": {"plateau_patience": 0},  # Adam, ReduceLROnPlateau (drops at once), flip/rotation/shift/zoom
     "modern": {"optimizer": "sgd", "lr": 0.02, "schedule": "onecycle", "label_smoothing": 0.1, "mixup": 0.2,
-               "cutmix": 1.0, "mix_prob": 0.7, "crop_pad": 4, "erasing": 0.5, "class_weights": True,
+               "cutmix": 1.0, "mix_prob": 0.7, "crop_pad": 4, "erasing": 0.5, "corrupt": 0.5, "class_weights": True,
                "weight_decay": 5e-4},
     "swa": {"optimizer": "sgd", "lr": 0.01, "schedule": "none", "swa_start": 1},  # the average is resumed too
 }

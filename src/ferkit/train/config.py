@@ -94,6 +94,8 @@ class TrainConfig:
     zoom: float = setting(0.1, "Random zoom range, +- fraction.")
     crop_pad: int = setting(0, "Random crop after reflect-padding by N pixels (0 = off).")
     erasing: float = setting(0.0, "Random-erasing probability.")
+    corrupt: float = setting(0.0, "Chance a training face gets a camera fault (blur, noise, JPEG, low resolution, "
+                                  "tone) before the geometric augmentation (0 = off).")
     # machinery
     precision: str = setting("auto", "auto (bf16 on AMX/AVX512-BF16 CPUs and CUDA) | bf16 | fp32.", on_resume="apply")
     channels_last: bool = setting(True, "Channels-last memory format.", on_resume="apply")
@@ -152,7 +154,7 @@ class TrainConfig:
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise bad(name, "must be a finite number, 0 or more")
-        for name in ("mix_prob", "erasing", "plateau_factor"):
+        for name in ("mix_prob", "erasing", "corrupt", "plateau_factor"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise bad(name, "must be between 0 and 1")
         if not 0.0 <= self.label_smoothing < 1.0:

@@ -20,6 +20,7 @@ from ferkit.models import create_model, list_models, save_architecture
 from ferkit.train.augment import augment, mix_batch
 from ferkit.train.checkpoint import load_init_weights, load_training_state, save_training_state
 from ferkit.train.config import TrainConfig
+from ferkit.train.corrupt import corrupt_faces
 from ferkit.train.curves import plot_curves
 from ferkit.train.device import autocast_for, pick_device, uses_bf16
 from ferkit.train.distill import teacher_file
@@ -189,7 +190,11 @@ def train_replica(cfg: TrainConfig, world: World, device: torch.device, resume: 
                    mininterval=0.5 if sys.stderr.isatty() else 30, file=sys.stderr)
         for step in bar:
             idx, share = shards.batch(perm, step)  # this rank's faces of the global batch
-            x = batch_input(X[idx.numpy()], device, cfg.channels_last)
+            faces = X[idx.numpy()]
+            if cfg.corrupt > 0:  # camera faults, drawn from this epoch's generator
+                rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=aug_gen)))
+                faces = corrupt_faces(faces, rng, cfg.corrupt)
+            x = batch_input(faces, device, cfg.channels_last)
             y = Y[idx.to(device)]
             x = augment(x, aug_gen, cfg)
             x, y_mixed = mix_batch(x, y, aug_gen, cfg.mixup, cfg.cutmix, cfg.mix_prob)
