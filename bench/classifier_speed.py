@@ -4,7 +4,9 @@ Each row times `FacialExpressionModel.predict_proba` (face crops in, averaged TT
 building, normalising and the network runs) on batches of random 48x48 uint8 faces, going through
 `--faces` faces (256) or until `--seconds` have passed (at least one batch), after one untimed warm-up
 batch. Threads: `ort` is onnxruntime's own default (intra-op threads = physical cores), `ferkit` the
-run time's (the cores this process may use, at most 4), or a number. Mode: onnxruntime's sequential or
+run time's (the cores this process may use, at most 4) for every call, a number, or `runtime`: the
+sessions the run time itself makes (ferkit's threads, and one thread for calls of a face or two where
+`ferkit.runtime.small_calls` measured that faster; sequential mode only). Mode: onnxruntime's sequential or
 parallel execution mode. The PrivateTest accuracy column is the card's figure where the card has one at the
 row's TTA and precision (its own TTA), else scored here after all the timings, as the run time runs that
 model, precision and TTA (prior correction included; FER+ majority vote for 8 classes); `--no-score` leaves
@@ -206,7 +208,8 @@ def main(argv=None) -> int:
     ap.add_argument("--precisions", default="fp32,int8")
     ap.add_argument("--ttas", default="none,flip,multi")
     ap.add_argument("--batches", default="1,64", help="faces per predict_proba call")
-    ap.add_argument("--threads", default="ort,1,2", help="intra-op threads: ort (its default), ferkit, or numbers")
+    ap.add_argument("--threads", default="ort,1,2,runtime",
+                    help="intra-op threads: ort (its default), ferkit, numbers, or runtime (the run time's own sessions)")
     ap.add_argument("--modes", default="sequential,parallel", help="onnxruntime execution modes")
     ap.add_argument("--faces", type=int, default=256, help="random faces a row goes through (at most)")
     ap.add_argument("--seconds", type=float, default=1.5, help="time a row may take (at least one batch is timed)")
@@ -247,7 +250,11 @@ def main(argv=None) -> int:
         model = loaded[key]
         if model is None or tta_cost(tta) > tta_cost(model.card.tta):
             continue
-        model.session = make_session(model.file, threads, mode)
+        if threads == "runtime":  # the model's own sessions: ferkit's threads, one thread for small calls where faster
+            if mode != "sequential":
+                continue
+        else:
+            model.session = model.small_session = make_session(model.file, threads, mode)
         speed, done = faces_per_second(model, faces, batch, args.seconds)
         rows.append({"model": model.name, "path": name, "classes": len(model.classes), "precision": precision,
                      "tta": tta, "batch": batch, "threads": threads, "mode": mode, "faces_s": speed, "faces": done, "accuracy": card_accuracy(model, precision, tta)})

@@ -151,41 +151,56 @@ def faster(fp32: Path, int8: Path, threads: int, shas: tuple[str, str] | None = 
     """"int8" or "fp32": the cached verdict for this machine, measured (and cached) when there is none.
     A file onnxruntime cannot time is "fp32", not cached."""
     shas = shas or (_sha256(fp32), _sha256(int8))
-    key, path = verdict_key(shas, threads), cache_path()
-    entry = _read_cache(path).get(key)
-    if isinstance(entry, dict) and entry.get("precision") in ("fp32", "int8"):
-        return entry["precision"]
-    with _locked(path):
-        entry = _read_cache(path).get(key)  # another process may have measured meanwhile
-        if isinstance(entry, dict) and entry.get("precision") in ("fp32", "int8"):
-            return entry["precision"]
-        try:
-            entry = measure(fp32, int8, threads)
-        except Exception:  # onnxruntime raises its own exception types; loading fp32 reports its own faults
-            return "fp32"
-        with contextlib.suppress(OSError):  # a cache that cannot be written is not an error: measure again
-            atomic_write_json(path, {**_read_cache(path), key: entry})
-    return entry["precision"]
+    entry = cached_verdict(verdict_key(shas, threads), lambda e: e.get("precision") in ("fp32", "int8"),
+                           lambda: measure(fp32, int8, threads))
+    return entry["precision"] if entry else "fp32"
 
 
 def measure(fp32: Path, int8: Path, threads: int, budget_s: float = TIME_BUDGET_S, batch: int = TIME_BATCH,
             size: int = 48) -> dict:
     """Time both files on the same random faces, alternating runs, until the slower has had `budget_s`
     (and each at least 3 runs): a busy machine slows both alike, so the medians stay comparable."""
-    from ferkit.modelcard import INPUT_NAME, OUTPUT_NAME
     from ferkit.runtime.session import create_session
 
+    med, runs = time_sessions({"fp32": create_session(fp32, threads), "int8": create_session(int8, threads)},
+                              batch, size, budget_s)
+    return {"precision": "int8" if med["int8"] <= MARGIN * med["fp32"] else "fp32",
+            "ms_per_run": {k: round(v * 1000, 3) for k, v in med.items()}, "batch": batch, "threads": threads,
+            "runs": runs, "measured": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
+def time_sessions(sessions: dict, batch: int, size: int = 48, budget_s: float = TIME_BUDGET_S) -> tuple[dict, dict]:
+    """({name: median seconds a run}, {name: runs}) of sessions timed alternately on the same random faces
+    until the slowest has had `budget_s` (and each at least 3 runs); first runs allocate and are not timed."""
+    from ferkit.modelcard import INPUT_NAME, OUTPUT_NAME
+
     x = np.random.default_rng(0).standard_normal((batch, 1, size, size)).astype(np.float32)
-    sessions = {"fp32": create_session(fp32, threads), "int8": create_session(int8, threads)}
     times: dict[str, list[float]] = {k: [] for k in sessions}
-    for s in sessions.values():  # first runs allocate; not timed
+    for s in sessions.values():
         s.run([OUTPUT_NAME], {INPUT_NAME: x})
     while max(sum(t) for t in times.values()) < budget_s or min(len(t) for t in times.values()) < 3:
         for name, s in sessions.items():
             t0 = time.perf_counter()
             s.run([OUTPUT_NAME], {INPUT_NAME: x})
             times[name].append(time.perf_counter() - t0)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    return {"precision": "int8" if med["int8"] <= MARGIN * med["fp32"] else "fp32",
-            "ms_per_run": {k: round(v * 1000, 3) for k, v in med.items()}, "batch": batch, "threads": threads,
-            "runs": {k: len(v) for k, v in times.items()}, "measured": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    return {k: statistics.median(v) for k, v in times.items()}, {k: len(v) for k, v in times.items()}
+
+
+def cached_verdict(key: str, valid, measure_it) -> dict | None:
+    """The cached entry under `key` when `valid(entry)`, else `measure_it()` (cached, under the lock, so
+    processes starting together time one at a time); None when measuring raised (not cached)."""
+    path = cache_path()
+    entry = _read_cache(path).get(key)
+    if isinstance(entry, dict) and valid(entry):
+        return entry
+    with _locked(path):
+        entry = _read_cache(path).get(key)  # another process may have measured meanwhile
+        if isinstance(entry, dict) and valid(entry):
+            return entry
+        try:
+            entry = measure_it()
+        except Exception:  # onnxruntime raises its own exception types
+            return None
+        with contextlib.suppress(OSError):  # a cache that cannot be written is not an error: measure again
+            atomic_write_json(path, {**_read_cache(path), key: entry})
+    return entry

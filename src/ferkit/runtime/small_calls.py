@@ -1,0 +1,44 @@
+"""One face at a time: how many threads run a small call fastest, measured once per machine (numpy +
+onnxruntime only).
+
+A call of a few views (a live face and its mirror, one face of a photo with one view) is over in a
+fraction of a millisecond for a small net, and then waking a second thread that sleeps between calls
+(ferkit's sessions do not spin: see `ferkit.runtime.session`) can cost more than the thread saves: on 2
+cores, `fer2013-7-fast` int8 ran a one-face call in 0.26 ms with one thread and 0.29 ms with two. The
+first time a model is loaded with more than one thread, runs of `SMALL_VIEWS` views are timed with one
+thread and with the model's threads, alternately; where one thread takes at most `MARGIN` of the time,
+the model keeps a second, one-thread session for calls of at most `SMALL_VIEWS` views. The verdict is
+cached with the precision verdicts (`ferkit.runtime.precision`), so later runs decide at once.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ferkit.runtime.precision import _sha256, cached_verdict, cpu_model, time_sessions
+
+SMALL_VIEWS = 2  # views a call may have to count as small: one face, with its mirror under flip TTA
+MARGIN = 0.95  # one thread is used where its median small run takes at most this fraction of the default's
+
+
+def one_thread_faster(path: Path, threads: int, size: int = 48) -> bool:
+    """Whether one thread runs a small call of this ONNX file faster than `threads` threads, here."""
+    if threads <= 1:
+        return False
+    import onnxruntime as ort
+
+    key = "|".join(("small calls", _sha256(Path(path))[:16], cpu_model(), f"onnxruntime {ort.__version__}",
+                    f"threads {threads}"))
+    entry = cached_verdict(key, lambda e: isinstance(e.get("one_thread"), bool), lambda: _measure(path, threads, size))
+    return bool(entry and entry["one_thread"])
+
+
+def _measure(path: Path, threads: int, size: int) -> dict:
+    from ferkit.runtime.session import create_session
+
+    med, runs = time_sessions({"1": create_session(path, 1), str(threads): create_session(path, threads)},
+                              SMALL_VIEWS, size)
+    return {"one_thread": med["1"] <= MARGIN * med[str(threads)], "views": SMALL_VIEWS,
+            "ms_per_run": {k: round(v * 1000, 3) for k, v in med.items()}, "runs": runs,
+            "measured": time.strftime("%Y-%m-%dT%H:%M:%S")}
