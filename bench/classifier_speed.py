@@ -244,6 +244,7 @@ def main(argv=None) -> int:
         if key not in loaded:
             try:
                 loaded[key] = FacialExpressionModel(name, precision=precision, tta=tta)
+                loaded[key].own_sessions = (loaded[key].session, loaded[key].small_session)
             except ModelError as exc:
                 print(f"skipped {name} {precision}: {exc}", file=sys.stderr)
                 loaded[key] = None
@@ -253,6 +254,7 @@ def main(argv=None) -> int:
         if threads == "runtime":  # the model's own sessions: ferkit's threads, one thread for small calls where faster
             if mode != "sequential":
                 continue
+            model.session, model.small_session = model.own_sessions
         else:
             model.session = model.small_session = make_session(model.file, threads, mode)
         speed, done = faces_per_second(model, faces, batch, args.seconds)

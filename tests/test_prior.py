@@ -168,7 +168,7 @@ def test_calibrate_prior_refuses_the_wrong_protocol(tmp_path, data_dir):
     assert_one_line_error(run_cli("calibrate-prior", tmp_path, data_dir), "export the run first")
 
 
-@pytest.mark.parametrize("name", ["fer2013-7", "fer2013-7-fast", "ferplus-8"])
+@pytest.mark.parametrize("name", ["fer2013-7", "fer2013-7-fast", "fer2013-7-robust", "ferplus-8"])
 def test_shipped_corrections_follow_the_rule(name):
     card = ModelCard.load(WEIGHTS_DIR / f"{name}.json")
     pc = card.prior_correction

@@ -217,19 +217,21 @@ def test_predict_tta_switch(photos, tmp_path):
 
 
 def test_model_tiers(photos, tmp_path):
-    """`--model fast` runs the one-view fast tier, `--model accurate` the default: both find the astronaut's
-    face in the same place, each results file names the model that ran."""
+    """`--model fast` runs the one-view fast tier, `--model accurate` the default, `--model robust` the
+    camera-fault-trained net: all find the astronaut's face in the same place, each results file names the
+    model that ran."""
     faces = {}
-    for tier, name in (("fast", "fer2013-7-fast"), ("accurate", "fer2013-7")):
+    for tier, name in (("fast", "fer2013-7-fast"), ("accurate", "fer2013-7"), ("robust", "fer2013-7-robust")):
         out = tmp_path / tier
         r = ferkit("predict", photos / "good" / "astronaut.png", "-o", out, "--no-images", "--model", tier)
         assert r.returncode == 0, r.stderr
         results = json.loads((out / "results.json").read_text())
         assert results["model"] == name and results["model_file"].endswith(".onnx")
         faces[tier] = results["images"][0]["faces"]
-    assert len(faces["fast"]) == len(faces["accurate"]) == 1
-    assert faces["fast"][0]["box"] == faces["accurate"][0]["box"]
+    assert len(faces["fast"]) == len(faces["accurate"]) == len(faces["robust"]) == 1
+    assert faces["fast"][0]["box"] == faces["accurate"][0]["box"] == faces["robust"][0]["box"]
     assert faces["fast"][0]["probabilities"] != faces["accurate"][0]["probabilities"]
+    assert faces["robust"][0]["probabilities"] != faces["accurate"][0]["probabilities"]
 
 
 def test_chart(photos, tmp_path):

@@ -15,6 +15,7 @@ from ferkit.runtime.model import DEFAULT_MODEL, WEIGHTS_DIR, shipped_models
 SHIPPED = {  # name -> (classes, the data protocol its card reports)
     "fer2013-7": (7, "FER2013 labels"),
     "fer2013-7-fast": (7, "FER2013 labels"),
+    "fer2013-7-robust": (7, "FER2013 labels"),
     "ferplus-8": (8, "FER+ majority vote"),
 }
 FIXED_TTA = {"fer2013-7-fast": "none"}  # a tier defined by its cost: one view a face, not chosen on PublicTest

@@ -76,7 +76,7 @@ def test_wheel_ships_the_models_the_demo_photo_and_the_web_page(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for needed in ("ferkit/assets/astronaut.jpg", "ferkit/assets/SOURCES.md", "ferkit/weights/fer2013-7.onnx",
                    "ferkit/weights/fer2013-7.json", "ferkit/weights/ferplus-8.onnx", "ferkit/weights/fer2013-7-fast.onnx",
-                   "ferkit/weights/fer2013-7-fast.int8.onnx", "ferkit/apps/web/static/index.html"):
+                   "ferkit/weights/fer2013-7-fast.int8.onnx", "ferkit/weights/fer2013-7-robust.onnx", "ferkit/apps/web/static/index.html"):
         assert needed in names, needed
     assert not any(n.endswith(".safetensors") for n in names)  # training weights stay out of the run-time wheel
     meta = next(n for n in names if n.endswith(".dist-info/METADATA"))

@@ -25,7 +25,8 @@ err_console = Console(stderr=True)
 
 ModelOpt = Annotated[Optional[str], typer.Option(
     "--model", "-m", help="ONNX model file (its .json card beside it) or a shipped name: fer2013-7 (default; also 'accurate'), "
-                   "fer2013-7-fast (also 'fast': one view a face, several times faster), ferplus-8.")]
+                   "fer2013-7-fast (also 'fast': one view a face, several times faster), fer2013-7-robust (also 'robust': "
+                   "holds up better on blurred, noisy, compressed or tiny faces), ferplus-8.")]
 DetectorOpt = Annotated[str, typer.Option(
     "--detector", "-d", help="Face detector: auto (YuNet; else CenterFace if installed; else Haar), yunet, centerface, haar.")]
 MinScoreOpt = Annotated[float, typer.Option("--min-score", help="Drop detections less confident than this.")]

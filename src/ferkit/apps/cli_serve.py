@@ -72,7 +72,7 @@ def serve(
     )] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", "-p", min=0, max=65535, help="TCP port.")] = 8000,
     model: Annotated[Optional[str], typer.Option(
-        "--model", "-m", help="ONNX model file (its .json card beside it) or a shipped name or tier (fast, accurate); default: fer2013-7.",
+        "--model", "-m", help="ONNX model file (its .json card beside it) or a shipped name or tier (fast, accurate, robust); default: fer2013-7.",
     )] = None,
     detector: Annotated[str, typer.Option(
         "--detector", "-d", help="Face detector: auto (YuNet; else CenterFace if installed; else Haar), yunet, "

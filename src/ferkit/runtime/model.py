@@ -22,7 +22,7 @@ from ferkit.runtime.small_calls import SMALL_VIEWS, one_thread_faster
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_MODEL = "fer2013-7"
 # Tiers by what they cost: `--model fast` is the one-view distilled net, `--model accurate` the default.
-MODEL_ALIASES = {"fast": "fer2013-7-fast", "accurate": DEFAULT_MODEL}
+MODEL_ALIASES = {"fast": "fer2013-7-fast", "accurate": DEFAULT_MODEL, "robust": "fer2013-7-robust"}
 __all__ = ["DEFAULT_MODEL", "FacialExpressionModel", "MODEL_ALIASES", "ModelError", "WEIGHTS_DIR", "live_tta",
            "resolve_model_path", "shipped_models"]
 
