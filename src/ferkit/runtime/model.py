@@ -91,7 +91,6 @@ class FacialExpressionModel:
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelError(f"{self.file}: onnxruntime cannot load it ({str(exc).strip().splitlines()[0][:300]})") from None
         self._check_graph(card_path)
-        self.threads = threads
         # Calls of a face or two: a one-thread session where that is measured to be faster here.
         self.small_session = create_session(self.file, 1) if one_thread_faster(self.file, threads, self.input_size) \
             else self.session
