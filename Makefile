@@ -108,9 +108,9 @@ train-robust: $(VENV)/.dev
 	$(VENV)/bin/ferkit quantize $(STAGE3).onnx $(DATA)
 	$(TRAIN) --config $(CONFIGS)/robust.json --init $(STAGE3).safetensors --teacher $(STAGE3).onnx $(TRAIN_ARGS) \
 	  -o runs/robust --resume
-	$(VENV)/bin/ferkit export runs/robust --name fer2013-7 -o src/ferkit/weights --tta auto
-	$(VENV)/bin/ferkit calibrate-prior src/ferkit/weights/fer2013-7.onnx $(DATA)
-	$(VENV)/bin/ferkit quantize src/ferkit/weights/fer2013-7.onnx $(DATA)
+	$(VENV)/bin/ferkit export runs/robust --name fer2013-7-robust -o src/ferkit/weights --tta auto
+	$(VENV)/bin/ferkit calibrate-prior src/ferkit/weights/fer2013-7-robust.onnx $(DATA)
+	$(VENV)/bin/ferkit quantize src/ferkit/weights/fer2013-7-robust.onnx $(DATA)
 
 # Single-task alternatives: stage 1's recipe on FER2013's labels alone, or on FER+'s votes alone.
 train-fer2013-7: $(VENV)/.dev

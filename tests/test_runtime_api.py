@@ -247,6 +247,22 @@ def test_fer_faces_in_a_collage(fer_faces, model):
     assert np.mean(agree) >= 0.5
 
 
+def test_analyze_many_gives_each_image_what_analyze_gives_it(fer_faces, astronaut):
+    """Faces of several images in one classifier run: the same boxes, labels and probabilities, per image."""
+    page, _ = fer_collage(fer_faces.images[:6])
+    blank = np.full((240, 320, 3), 90, np.uint8)
+    for live in (False, True):
+        analyzer = Analyzer(live=live)
+        images = [astronaut, blank, page, astronaut[:, ::-1]]
+        together = analyzer.analyze_many(images)
+        alone = [analyzer.analyze(im) for im in images]
+        assert [len(r) for r in together] == [len(r) for r in alone] and len(together[1]) == 0 and len(together[2]) >= 4
+        for a, b in zip((f for r in together for f in r), (f for r in alone for f in r)):
+            assert a.box == b.box and a.label == b.label
+            assert max(abs(a.probabilities[c] - b.probabilities[c]) for c in a.probabilities) < 1e-4
+    assert Analyzer().analyze_many([]) == []
+
+
 def test_runtime_never_imports_torch(tmp_path):
     """`import ferkit`, the run-time API and `ferkit demo` leave torch (and onnx) unloaded."""
     script = f"""

@@ -10,6 +10,7 @@ the TTA of live frames (webcam, video files, streams, the live WebSocket, video 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import cv2
@@ -141,6 +142,7 @@ def live_tta(card_tta: str, requested: str | None = None) -> str:
     return card_tta if tta_cost(card_tta) <= tta_cost("flip") else "flip"
 
 
+@functools.lru_cache(maxsize=None)
 def tta_cost(mode: str) -> int:
     """Network runs a face costs under a TTA mode (the number of its views)."""
     return len(tta_views(np.zeros((1, INPUT_SIZE, INPUT_SIZE), np.uint8), mode))

@@ -110,23 +110,33 @@ class Analyzer:
 
     def analyze(self, image: Any) -> list[FaceResult]:
         """All faces in the image, in reading order (rows top to bottom, left to right in a row)."""
-        bgr = load_image(image)
-        dets = reading_order([d for d in self.detector.detect(bgr) if d.score >= self.min_score])
-        if not dets:
-            return []
+        return self.analyze_many([image])[0]
+
+    def analyze_many(self, images: list[Any]) -> list[list[FaceResult]]:
+        """`analyze` for several images (consecutive video frames, a group of photos): each is detected
+        on its own, then the faces of all of them go through the expression model together (at most the
+        model's `max_batch` views a network run), so a frame's result is the same as `analyze` gives it."""
         from ferkit.preprocessing import to_gray_uint8
 
-        gray = to_gray_uint8(bgr)
-        crops = np.stack([crop_face(gray, d, self.framing, self.model.input_size) for d in dets])
-        probs = self.model.predict_proba(crops)
-        return [
-            FaceResult(
-                box=d.box, score=d.score, label=self.classes[int(np.argmax(p))],
-                probabilities={c: float(v) for c, v in zip(self.classes, p)},
-                landmarks=None if d.landmarks is None else d.landmarks.tolist(),
-            )
-            for d, p in zip(dets, probs)
-        ]
+        found, crops = [], []
+        for image in images:
+            bgr = load_image(image)
+            dets = reading_order([d for d in self.detector.detect(bgr) if d.score >= self.min_score])
+            if dets:
+                gray = to_gray_uint8(bgr)
+                crops.extend(crop_face(gray, d, self.framing, self.model.input_size) for d in dets)
+            found.append(dets)
+        probs = self.model.predict_proba(np.stack(crops)) if crops else None
+        out, i = [], 0
+        for dets in found:
+            out.append([self._result(d, p) for d, p in zip(dets, probs[i:i + len(dets)])] if dets else [])
+            i += len(dets)
+        return out
+
+    def _result(self, d, p: np.ndarray) -> FaceResult:
+        return FaceResult(box=d.box, score=d.score, label=self.classes[int(np.argmax(p))],
+                          probabilities={c: float(v) for c, v in zip(self.classes, p)},
+                          landmarks=None if d.landmarks is None else d.landmarks.tolist())
 
     __call__ = analyze
 
