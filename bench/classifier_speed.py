@@ -231,7 +231,7 @@ def main(argv=None) -> int:
     from ferkit.errors import ModelError
     from ferkit.preprocessing import tta_cost
     from ferkit.runtime.model import FacialExpressionModel
-    from ferkit.runtime.precision import cpu_model
+    from ferkit.runtime.precision import cpu_isa, cpu_model
 
     models = shipped_models() if args.models == "all" else parse_list(args.models)
     faces = np.random.default_rng(0).integers(0, 256, (args.faces, 48, 48), dtype=np.uint8)
@@ -281,7 +281,8 @@ def main(argv=None) -> int:
     ref_key = parse_list(args.reference)
     cols = ("model", "precision", "tta", "batch", "threads", "mode")
     ref = next((r for r in rows if [str(r[c]) for c in cols] == ref_key), rows[0])
-    print(f"\n{cpu_model()}, {os.cpu_count()} CPUs, onnxruntime {onnxruntime.__version__}, Python "
+    machine = f"{cpu_model()} ({cpu_isa() or 'flags unknown'}), {os.cpu_count()} CPUs"
+    print(f"\n{machine}, onnxruntime {onnxruntime.__version__}, Python "
           f"{platform.python_version()}; up to {args.faces} random faces a row, {args.seconds:g} s at most; "
           f"ratio against {' '.join(str(ref[c]) for c in cols)}\n")
     print("| model | precision | TTA | batch | threads | mode | faces/s | ratio | PrivateTest accuracy |")
@@ -293,12 +294,12 @@ def main(argv=None) -> int:
     print("\nAccuracy: the card's figure (its own TTA), or '(measured)': scored here on all of PrivateTest as the run "
           "time runs that row; '-': not scored (--no-score).")
     if args.chart:
-        speed_accuracy_chart(rows, args.chart, f"{cpu_model()}, {os.cpu_count()} CPUs")
+        speed_accuracy_chart(rows, args.chart, machine)
         print(f"wrote {args.chart}", file=sys.stderr)
     if args.json:
         from ferkit.fileio import atomic_write_json
 
-        atomic_write_json(args.json, {"cpu": cpu_model(), "onnxruntime": onnxruntime.__version__,
+        atomic_write_json(args.json, {"cpu": cpu_model(), "isa": cpu_isa(), "onnxruntime": onnxruntime.__version__,
                                       "reference": ref, "rows": rows})
     return 0
 

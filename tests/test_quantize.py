@@ -17,7 +17,7 @@ from _fer_small import assert_one_line_error, real_faces, run_cli
 from ferkit.errors import ConfigError, ModelError
 from ferkit.modelcard import ModelCard
 from ferkit.runtime.model import WEIGHTS_DIR, FacialExpressionModel
-from ferkit.runtime.precision import MARGIN, cache_path, cpu_model
+from ferkit.runtime.precision import MARGIN, cache_path, cpu_isa, cpu_model
 
 pytest.importorskip("onnx", reason="ferkit quantize needs ferkit[train] (onnx)")
 NAME = "fer2013-7"
@@ -72,6 +72,8 @@ def test_the_card_records_the_figures_and_keeps_the_rest(quantized):
     cal = rec["calibration"]
     assert cal["split"] == "Training" and cal["faces"] == 64 and cal["method"] == "minmax"
     assert cal["format"] == "QDQ" and cal["per_channel"] is True and cal["choice"]["split"] == "PublicTest"
+    assert cal["reduce_range"] is True  # 7-bit weights: the same answers on CPUs with and without VNNI
+    assert rec["checked_on"] == {"cpu": cpu_model(), "isa": cpu_isa()}
     assert rec["command"].startswith("ferkit quantize ") and "--calibration 64" in rec["command"]
     after = json.loads(onnx.with_suffix(".json").read_text())
     assert {k: v for k, v in after.items() if k != "int8"} == {k: v for k, v in before.items() if k != "int8"}
@@ -99,7 +101,7 @@ def test_auto_times_both_once_per_machine_and_caches_the_verdict(quantized, tmp_
     first = FacialExpressionModel(onnx)
     cache = json.loads(cache_path().read_text())
     (key, entry), = [(k, e) for k, e in cache.items() if "precision" in e]  # beside it: the small-call verdict
-    assert cpu_model() in key and "onnxruntime" in key
+    assert cpu_model() in key and cpu_isa() in key and "onnxruntime" in key
     ms = entry["ms_per_run"]
     assert entry["precision"] == ("int8" if ms["int8"] <= MARGIN * ms["fp32"] else "fp32") == first.precision
     assert min(entry["runs"].values()) >= 3
@@ -156,6 +158,27 @@ def test_the_runtime_runs_int8_without_onnx_or_training_code(quantized):
     assert r.stdout.split() == ["int8", "[]"]
 
 
+def test_auto_never_picks_full_range_int8_where_it_saturates(quantized, tmp_path, monkeypatch):
+    """An int8 file made without 7-bit weights (older ferkit) is left alone by auto on x86 without VNNI."""
+    from ferkit.runtime import precision
+
+    onnx, _, _ = quantized
+    old = copy_model(tmp_path / "old", int8=True, src=onnx.parent)
+    card = json.loads(old.with_suffix(".json").read_text())
+    del card["int8"]["calibration"]["reduce_range"]
+    old.with_suffix(".json").write_text(json.dumps(card))
+    monkeypatch.setenv("FERKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("FERKIT_PRECISION", raising=False)
+    monkeypatch.setattr(precision, "cpu_isa", lambda: "avx2")
+    assert precision.saturates_here(card["int8"]) and FacialExpressionModel(old).precision == "fp32"
+    cached = json.loads(cache_path().read_text()) if cache_path().exists() else {}
+    assert not [e for e in cached.values() if "precision" in e]  # decided without timing int8 against fp32
+    assert FacialExpressionModel(old, precision="int8").precision == "int8"  # asked for by name: loaded
+    monkeypatch.setattr(precision, "cpu_isa", lambda: "avx2 avx512f avx512_vnni")
+    assert not precision.saturates_here(card["int8"])
+    assert not precision.saturates_here(ModelCard.load(onnx.with_suffix(".json")).int8)
+
+
 def test_an_int8_file_that_fails_the_check_is_not_written(tmp_path, data_dir):
     """One calibration face and a demand of perfect agreement: the report says why, nothing is written."""
     onnx = copy_model(tmp_path / "model")
@@ -204,6 +227,8 @@ def test_shipped_int8_files_meet_their_cards_limits(name):
     assert chk["accuracy_fp32"] == pytest.approx(fp32["accuracy"], abs=1e-5)
     assert chk["accuracy_fp32"] - chk["accuracy"] <= 0.003 and chk["argmax_agreement"] >= 0.98
     assert rec["calibration"]["split"] == "Training" and rec["calibration"]["choice"]["split"] == "PublicTest"
+    # full-range int8 weights saturate onnxruntime's uint8 x int8 kernels on CPUs without VNNI (AVX2)
+    assert rec["calibration"]["reduce_range"] is True
     assert FacialExpressionModel(name, precision="int8").file == int8
 
 

@@ -4,8 +4,11 @@ A model card may list an int8 version of its ONNX file (`card.int8`, written by 
 checked it against fp32). `precision="auto"` (the default) loads it only where it is faster on the
 machine running it: the first time a model is used, both files are timed on the same batch of random
 faces, alternately, until the slower has run for about `TIME_BUDGET_S`; int8 is picked when its median
-run takes at most `MARGIN` of fp32's (it costs a little accuracy, so a tie goes to fp32). The verdict is cached per (both files' sha256, CPU model, onnxruntime version, threads)
-in `$FERKIT_CACHE/precision.json` (default `~/.cache/ferkit`), so later runs decide at once.
+run takes at most `MARGIN` of fp32's (it costs a little accuracy, so a tie goes to fp32). The verdict is
+cached per (both files' sha256, CPU model and vector extensions, onnxruntime version, threads) in
+`$FERKIT_CACHE/precision.json` (default `~/.cache/ferkit`), so later runs decide at once. An int8 file
+with full-range weights (made without `reduce_range`) is never picked by auto on an x86 CPU without VNNI,
+where onnxruntime's uint8 x int8 kernel saturates and the file no longer gives the answers it was checked on.
 
 `$FERKIT_PRECISION` (auto | fp32 | int8) sets the default: `int8` then means int8 wherever the model has
 an int8 version (fp32 elsewhere), whereas asking a model for `precision="int8"` directly requires one.
@@ -84,6 +87,8 @@ def choose_file(fp32_path: Path, card, precision: str | None, threads: int) -> t
         return fp32_path, "fp32"
     if want == "int8":
         return int8, "int8"
+    if saturates_here(record):
+        return fp32_path, "fp32"
     return (int8, "int8") if faster(fp32_path, int8, threads, shas) == "int8" else (fp32_path, "fp32")
 
 
@@ -103,6 +108,30 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
+
+
+def cpu_isa() -> str:
+    """The vector extensions that decide which int8/bf16 kernels onnxruntime runs (Linux: /proc/cpuinfo flags),
+    e.g. "avx2" or "avx2 avx512f avx512_vnni avx512_bf16"; "" where unknown. Model names alone do not tell
+    CPUs apart ("AMD EPYC" covers Zen 3 without VNNI and Zen 4 with it)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.lower().startswith("flags") and ":" in line:
+                have = set(line.split(":", 1)[1].split())
+                return " ".join(f for f in ISA_FLAGS if f in have)
+    return ""
+
+
+def saturates_here(record: dict) -> bool:
+    """Whether an int8 file with this card record would lose accuracy on this CPU: full-range int8 weights (no
+    `reduce_range`) on x86 without VNNI, where VPMADDUBSW's 16-bit pair sums saturate."""
+    if (record.get("calibration") or {}).get("reduce_range"):
+        return False
+    isa = set(cpu_isa().split())
+    return "avx2" in isa and not isa & {"avx512_vnni", "avx_vnni"}
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -113,7 +142,8 @@ def _sha256(path: Path) -> str:
 
 def verdict_key(shas: tuple[str, str], threads: int) -> str:
     """What a verdict depends on: both files, the CPU, onnxruntime, the threads."""
-    return "|".join((shas[0][:16], shas[1][:16], cpu_model(), f"onnxruntime {ort.__version__}", f"threads {threads}"))
+    return "|".join((shas[0][:16], shas[1][:16], cpu_model(), cpu_isa(), f"onnxruntime {ort.__version__}",
+                     f"threads {threads}"))
 
 
 def _read_cache(path: Path) -> dict:
