@@ -185,7 +185,8 @@ def speed_accuracy_chart(rows: list[dict], path: str, machine: str) -> None:
         ax.scatter(r["faces_s"], acc, marker="o", s=46, color=color)
         label = f"{model} {precision}" + (f" {tta}" if ferkit else "")
         ax.annotate(label, (r["faces_s"], acc), textcoords="offset points", fontsize=7, ha="right",
-                    xytext=(-4, 6 if labelled % 2 == 0 else -12))  # alternate above / below: neighbours do not overlap
+                    xytext=(-10, 10 if labelled % 2 == 0 else -16),  # alternate above / below: no overlaps
+                    arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "grey"})  # which dot a label names
         labelled += 1
     ax.scatter([], [], marker="o", color="grey", label="batched (64 faces a call)")
     ax.scatter([], [], marker="s", facecolors="none", edgecolors="grey", label="one face a call")

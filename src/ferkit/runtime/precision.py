@@ -17,6 +17,7 @@ an int8 version (fp32 elsewhere), whereas asking a model for `precision="int8"` 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -99,13 +100,20 @@ def cache_path() -> Path:
     return Path(root) / CACHE_NAME
 
 
-def cpu_model() -> str:
-    """The CPU's model name (Linux: /proc/cpuinfo), else what the platform module knows."""
+@functools.lru_cache(maxsize=None)
+def _cpuinfo(*keys: str) -> str | None:
+    """The first /proc/cpuinfo value under a line starting with one of `keys` (Linux), else None; read once
+    per key set, since every model load asks and the CPU does not change."""
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
-            if line.lower().startswith(("model name", "hardware")) and ":" in line:
+            if line.lower().startswith(keys) and ":" in line:
                 return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine() or "unknown"
+    return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what the platform module knows."""
+    return _cpuinfo("model name", "hardware") or platform.processor() or platform.machine() or "unknown"
 
 
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
@@ -115,12 +123,8 @@ def cpu_isa() -> str:
     """The vector extensions that decide which int8/bf16 kernels onnxruntime runs (Linux: /proc/cpuinfo flags),
     e.g. "avx2" or "avx2 avx512f avx512_vnni avx512_bf16"; "" where unknown. Model names alone do not tell
     CPUs apart ("AMD EPYC" covers Zen 3 without VNNI and Zen 4 with it)."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
-            if line.lower().startswith("flags") and ":" in line:
-                have = set(line.split(":", 1)[1].split())
-                return " ".join(f for f in ISA_FLAGS if f in have)
-    return ""
+    have = set((_cpuinfo("flags") or "").split())
+    return " ".join(f for f in ISA_FLAGS if f in have)
 
 
 def saturates_here(record: dict) -> bool:

@@ -123,8 +123,7 @@ def quantize_file(src: str | Path, dst: str | Path, calibration: np.ndarray, met
                 extra_options={"CalibStridedMinMax": 1})  # ranges merged batch by batch: memory bounded
         atomic_write_bytes(dst, out.read_bytes())
     return {"method": method, "format": "QDQ", "per_channel": True, "weights": "int8", "reduce_range": True,
-            "activations": "uint8",
-            "pre_process": "quant_pre_process", "float_nodes": tail}
+            "activations": "uint8", "pre_process": "quant_pre_process", "float_nodes": tail}
 
 
 def float_tail(path: str | Path) -> list[str]:
