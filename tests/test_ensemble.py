@@ -120,6 +120,40 @@ def test_soup_export_is_one_net_with_the_mean_weights(runs):
     assert all(torch.equal(again[k], soup[k]) for k in floats)
 
 
+def test_soup_of_two_shipped_models_keeps_both_records(runs, tmp_path):
+    """`export NAME.safetensors --soup OTHER.safetensors`: two shipped models (no run folders) soup into one
+    net with their mean weights; the card takes the first card's training record (command, data hashes) and
+    names the file it started from, and lists the second as a soup member with its own command."""
+    from safetensors.torch import load_file
+
+    from ferkit.modelcard import ModelCard
+
+    ship = tmp_path / "ship"
+    for run in ("a", "b"):
+        r = run_cli("export", runs[run], "--name", f"{run}-model", "-o", ship, "--tta", "none")
+        assert r.returncode == 0, r.stderr[-3000:]
+    r = run_cli("export", ship / "b-model.safetensors", "--soup", ship / "a-model.safetensors", "--name", "ab",
+                "-o", tmp_path / "out", "--tta", "flip", "--data", runs["data"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b, ab = (load_file(str(p)) for p in (ship / "a-model.safetensors", ship / "b-model.safetensors",
+                                            tmp_path / "out" / "ab.safetensors"))
+    for k in (k for k in ab if ab[k].is_floating_point()):
+        torch.testing.assert_close(ab[k], (a[k] + b[k]) / 2)
+    card, b_card = ModelCard.load(tmp_path / "out" / "ab.json"), ModelCard.load(ship / "b-model.json")
+    assert card.tta == "flip" and "tta_choice" not in card.training
+    assert card.training["command"] == b_card.training["command"]
+    assert card.training["data_sha256"] == b_card.training["data_sha256"]
+    assert card.training["exported_from"]["weights"].endswith("b-model.safetensors")
+    assert card.training["soup_members"][0]["command"] == ModelCard.load(ship / "a-model.json").training["command"]
+    assert set(card.metrics) == {"PublicTest", "PrivateTest"}
+    assert not (ship / "eval").exists()  # no reports beside shipped weights
+    (ship / "a-model.json").unlink()  # a weights file without its card is one clear line
+    assert_one_line_error(run_cli("export", ship / "a-model.safetensors", "--name", "x", "-o", tmp_path / "o",
+                                  "--data", runs["data"]), "a-model.json")
+    assert_one_line_error(run_cli("export", ship / "b-model.safetensors", "--name", "x", "--ensemble", runs["a"],
+                                  "-o", tmp_path / "o"), "not --ensemble")
+
+
 @pytest.mark.parametrize("case", ["init does not fit", "init missing", "member not a run", "soup member missing",
                                   "soup member does not fit", "soup and ensemble"])
 def test_restart_and_ensemble_errors_are_one_line(runs, tmp_path, case):

@@ -302,7 +302,8 @@ def summary(
 
 @user_errors
 def export(
-    run: Annotated[Path, typer.Argument(help="Training run folder (model.json, best.safetensors, config.json).")],
+    run: Annotated[Path, typer.Argument(help="Training run folder (model.json, best.safetensors, config.json), or a "
+                                             "shipped model's NAME.safetensors (card beside it) to --soup with others.")],
     name: Annotated[str, O(help="Model name: writes NAME.onnx and its card NAME.json.")],
     out: Annotated[Path, O("--out", "-o", help="Folder for the ONNX file and card.")],
     tta: Annotated[str, O(help="Test-time augmentation the card asks the runtime to apply: none | flip | crops | "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from safetensors import SafetensorError
 from torch import nn
 
 from ferkit.errors import ConfigError, DataError, ModelError
@@ -29,6 +30,24 @@ def load_shipped_torch(path: str | Path) -> tuple[nn.Module, list[str]]:
     model = create_model(spec["name"], spec["num_classes"], **spec.get("kwargs", {}))
     load_weights(model, path)
     return model.eval(), list(meta["classes"])
+
+
+def shipped_training(path: Path) -> dict:
+    """The training record a new card takes over from a shipped model (NAME.safetensors, NAME.json beside it):
+    the card's own, less the figures export measures anew, plus which file and bytes it started from."""
+    from ferkit.train.provenance import sha256
+
+    card = path.with_suffix(".json")
+    if not card.is_file():
+        raise ModelError(f"{path}: a shipped weights file needs its model card {card.name} beside it")
+    try:
+        read_metadata(path)["spec"]
+        training = dict(ModelCard.load(card).training or {})
+    except (ValueError, TypeError, KeyError, OSError, SafetensorError) as exc:
+        raise ModelError(f"{path}: not a shipped model's weights and card ({str(exc).splitlines()[0]})") from None
+    for key in ("onnx_check", "tta_choice", "weights_dtype"):
+        training.pop(key, None)
+    return {**training, "exported_from": {"weights": str(path), "sha256": sha256(path)}}
 
 
 def describe_architecture(spec: dict) -> str:
@@ -71,6 +90,9 @@ def export_run(run: str | Path, name: str, out: str | Path, tta: str = "none", d
     (their checkpoint for the same head) or weights files whose weights are averaged with this run's
     into one net of the same size (`soup_of`); the card lists every member's training too. `half` stores the
     weights as float16 (ONNX and safetensors; see `export_onnx`): checks and scores use exactly those.
+    `run` may also be a shipped model's weights file (NAME.safetensors, its card NAME.json beside it), e.g.
+    to soup two shipped models: its card's training record carries over (less what export measures anew),
+    `data` is that record's unless given, and no reports are written (the card keeps the figures).
     Returns paths, the check figures and the card.
     """
     from ferkit.data import load_dataset
@@ -79,15 +101,21 @@ def export_run(run: str | Path, name: str, out: str | Path, tta: str = "none", d
     from ferkit.preprocessing import normalize, tta_cost
     from ferkit.train.config import TrainConfig
 
-    folder, out = RunFolder(run), Path(out)
+    shipped = Path(run) if Path(run).is_file() else None
+    folder, out = RunFolder(shipped.parent if shipped else run), Path(out)
     if tta not in (*RUNTIME_TTA, "auto"):
         raise ConfigError(f"--tta {tta!r}: a model card supports {' or '.join(RUNTIME_TTA)} (what the runtime can "
                           "apply), or 'auto' to choose between them on the validation split")
     if ensemble and soup:
         raise ConfigError("choose --ensemble (mean probabilities) or --soup (mean weights), not both")
-    for member in (folder, *map(RunFolder, ensemble), *(RunFolder(m) for m in soup if Path(m).is_dir())):
+    if shipped and (ensemble or head):
+        raise ConfigError(f"{shipped}: a shipped weights file has one head and takes --soup, not --ensemble or --head")
+    for member in ((*(() if shipped else (folder,)), *map(RunFolder, ensemble),
+                    *(RunFolder(m) for m in soup if Path(m).is_dir()))):
         member.require()  # before anything is read or written
-    cfg = folder.load_config() or TrainConfig()
+    made = shipped_training(shipped) if shipped else None
+    cfg = TrainConfig(**{k: v for k, v in made.get("config", {}).items() if k in TrainConfig.__dataclass_fields__}) \
+        if shipped else folder.load_config() or TrainConfig()
     data = data or cfg.data
     head_name = folder.head(head).name if head else None
     if head_name == FERPLUS_HEAD.name:
@@ -98,11 +126,16 @@ def export_run(run: str | Path, name: str, out: str | Path, tta: str = "none", d
     faces = load_dataset(data, ferplus=ferplus)
     if tta == "auto" and cfg.val_split not in faces.split_names():  # before anything is written
         raise DataError(f"--tta auto needs the run's validation split {cfg.val_split!r} in {data}")
-    model, spec = folder.load_model(head=head_name)
+    if shipped:
+        meta = read_metadata(shipped)
+        model, spec = load_shipped_torch(shipped)[0], {**meta["spec"], "classes": meta["classes"]}
+    else:
+        model, spec = folder.load_model(head=head_name)
     if ensemble:
         model, spec = ensemble_of([(model, spec)] + [RunFolder(m).load_model(head=head_name) for m in ensemble])
     if soup:
-        model = soup_of(model, [soup_member(Path(m), folder, head_name) for m in soup])
+        model = soup_of(model, [load_shipped_torch(m)[0] if shipped and Path(m).is_file()
+                                else soup_member(Path(m), folder, head_name) for m in soup])
     if half:
         round_to_half(model)
 
@@ -121,7 +154,7 @@ def export_run(run: str | Path, name: str, out: str | Path, tta: str = "none", d
     weights = {k: v.half() if half and v.is_floating_point() else v for k, v in model.state_dict().items()}
     atomic_save(weights, out / f"{name}.safetensors",
                 {"spec": {k: spec[k] for k in ("name", "num_classes", "kwargs")}, "classes": list(spec["classes"])})
-    training = training_info(folder, head_name)
+    training = made if shipped else training_info(folder, head_name)
     if ensemble:
         training["ensemble_members"] = [training_info(m, head_name) for m in ensemble]
         training["wall_seconds_all_members"] = round(training.get("wall_seconds", 0) + sum(
@@ -148,7 +181,7 @@ def export_run(run: str | Path, name: str, out: str | Path, tta: str = "none", d
     for split in ("PublicTest", "PrivateTest"):
         if split not in faces.split_names():
             continue
-        m = score(split, tta, out=folder.export_reports(name, split) if reports else None)
+        m = score(split, tta, out=folder.export_reports(name, split) if reports and not shipped else None)
         evaluated[split] = m
         card.metrics[split] = card_metrics(m, score(split, tta, every=SAMPLE_EVERY), tta, ferplus)
     card.save(card_path)
