@@ -14,6 +14,7 @@ correct the averaged probabilities p as p' = p * prior^(-tau), renormalised (pos
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -160,8 +161,18 @@ def prior_adjusted(probs, prior, tau: float):
 
     if not tau:
         return probs
-    q = np.asarray(probs, dtype=np.float64) * np.asarray(prior, dtype=np.float64) ** -float(tau)
+    q = np.asarray(probs, dtype=np.float64) * _prior_weights(tuple(prior), float(tau))
     return (q / np.maximum(q.sum(axis=-1, keepdims=True), 1e-300)).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=64)
+def _prior_weights(prior: tuple, tau: float):
+    """prior^(-tau) as a float64 vector, computed once per card (the run time applies it to every call)."""
+    import numpy as np
+
+    w = np.asarray(prior, dtype=np.float64) ** -tau
+    w.flags.writeable = False
+    return w
 
 
 def check_prior_correction(block, n_classes: int, where: str) -> dict | None:

@@ -187,6 +187,8 @@ def average_views(predict: Callable[[np.ndarray], np.ndarray], faces: np.ndarray
         raise ValueError(f"faces must be a non-empty (N, H, W) uint8 array, got shape {faces.shape}")
     n_views = tta_cost(check_tta(mode))
     step = max(1, int(max_batch) // n_views)
+    if n_views == 1 and len(faces) <= step:  # one view, one run: nothing to average (a live face, the fast tier)
+        return np.asarray(predict(faces), dtype=np.float32)
     out = []
     for i in range(0, len(faces), step):
         chunk = faces[i:i + step]
