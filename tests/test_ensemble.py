@@ -28,6 +28,16 @@ def runs(tmp_path_factory):
     return {"root": root, "data": data, "a": root / "a", "b": root / "b"}
 
 
+@pytest.fixture(scope="module")
+def shipped(runs):
+    """Runs a and b exported as shipped models would be: NAME.safetensors, NAME.onnx and the card NAME.json."""
+    ship = runs["root"] / "shipped"
+    for run in ("a", "b"):
+        r = run_cli("export", runs[run], "--name", f"{run}-model", "-o", ship, "--tta", "none")
+        assert r.returncode == 0, r.stderr[-3000:]
+    return ship
+
+
 def test_init_starts_from_the_given_weights(runs, tmp_path):
     """With a zero learning rate, every parameter a run ends with is the one --init gave it."""
     from safetensors.torch import load_file
@@ -120,18 +130,17 @@ def test_soup_export_is_one_net_with_the_mean_weights(runs):
     assert all(torch.equal(again[k], soup[k]) for k in floats)
 
 
-def test_soup_of_two_shipped_models_keeps_both_records(runs, tmp_path):
+def test_soup_of_two_shipped_models_keeps_both_records(runs, shipped, tmp_path):
     """`export NAME.safetensors --soup OTHER.safetensors`: two shipped models (no run folders) soup into one
     net with their mean weights; the card takes the first card's training record (command, data hashes) and
     names the file it started from, and lists the second as a soup member with its own command."""
+    import shutil
+
     from safetensors.torch import load_file
 
     from ferkit.modelcard import ModelCard
 
-    ship = tmp_path / "ship"
-    for run in ("a", "b"):
-        r = run_cli("export", runs[run], "--name", f"{run}-model", "-o", ship, "--tta", "none")
-        assert r.returncode == 0, r.stderr[-3000:]
+    ship = shipped
     r = run_cli("export", ship / "b-model.safetensors", "--soup", ship / "a-model.safetensors", "--name", "ab",
                 "-o", tmp_path / "out", "--tta", "flip", "--data", runs["data"])
     assert r.returncode == 0, r.stderr[-3000:]
@@ -146,10 +155,10 @@ def test_soup_of_two_shipped_models_keeps_both_records(runs, tmp_path):
     assert card.training["exported_from"]["weights"].endswith("b-model.safetensors")
     assert card.training["soup_members"][0]["command"] == ModelCard.load(ship / "a-model.json").training["command"]
     assert set(card.metrics) == {"PublicTest", "PrivateTest"}
-    assert not (ship / "eval").exists()  # no reports beside shipped weights
-    (ship / "a-model.json").unlink()  # a weights file without its card is one clear line
-    assert_one_line_error(run_cli("export", ship / "a-model.safetensors", "--name", "x", "-o", tmp_path / "o",
-                                  "--data", runs["data"]), "a-model.json")
+    assert not (ship / "eval").exists() and not (tmp_path / "out" / "eval").exists()  # no reports written
+    shutil.copy(ship / "a-model.safetensors", tmp_path / "lone.safetensors")  # a weights file without its card
+    assert_one_line_error(run_cli("export", tmp_path / "lone.safetensors", "--name", "x", "-o", tmp_path / "o",
+                                  "--data", runs["data"]), "lone.json")
     assert_one_line_error(run_cli("export", ship / "b-model.safetensors", "--name", "x", "--ensemble", runs["a"],
                                   "-o", tmp_path / "o"), "not --ensemble")
 
@@ -177,21 +186,18 @@ def test_restart_and_ensemble_errors_are_one_line(runs, tmp_path, case):
     assert_one_line_error(run_cli(*args), fragment)
 
 
-def test_restart_from_a_shipped_model_keeps_its_card_history(runs, tmp_path):
+def test_restart_from_a_shipped_model_keeps_its_card_history(runs, shipped, tmp_path):
     """`--init NAME.safetensors` of an exported model (card beside it, no run folder): the new card's
     training.init is that card's training record, nested init included, and the wall time adds up."""
     from ferkit.modelcard import ModelCard
 
-    ship = tmp_path / "ship"
-    r = run_cli("export", runs["b"], "--name", "b-model", "-o", ship, "--tta", "none")
-    assert r.returncode == 0, r.stderr[-3000:]
-    before = ModelCard.load(ship / "b-model.json").training
+    before = ModelCard.load(shipped / "b-model.json").training
     r = run_cli("train", runs["data"], "--model", "seed-cnn-small", "--epochs", "1", "--limit", "64",
-                "--threads", "1", "--init", ship / "b-model.safetensors", "-o", tmp_path / "c")
+                "--threads", "1", "--init", shipped / "b-model.safetensors", "-o", tmp_path / "c")
     assert r.returncode == 0, r.stderr[-3000:]
-    r = run_cli("export", tmp_path / "c", "--name", "c-model", "-o", ship, "--tta", "none")
+    r = run_cli("export", tmp_path / "c", "--name", "c-model", "-o", tmp_path / "ship", "--tta", "none")
     assert r.returncode == 0, r.stderr[-3000:]
-    after = ModelCard.load(ship / "c-model.json").training
+    after = ModelCard.load(tmp_path / "ship" / "c-model.json").training
     assert after["init"]["command"] == before["command"] and after["init"]["epochs"] == 1
     assert after["init"]["init"]["epochs"] == 2  # b's own start, run a, is still on record
     assert after["wall_seconds_with_init"] == pytest.approx(after["wall_seconds"] + before["wall_seconds_with_init"],
