@@ -161,6 +161,10 @@ def test_soup_of_two_shipped_models_keeps_both_records(runs, shipped, tmp_path):
                                   "--data", runs["data"]), "lone.json")
     assert_one_line_error(run_cli("export", ship / "b-model.safetensors", "--name", "x", "--ensemble", runs["a"],
                                   "-o", tmp_path / "o"), "not --ensemble")
+    from safetensors.torch import save_file
+    save_file({"x": torch.zeros(3)}, str(tmp_path / "bare.safetensors"))  # weights without an architecture
+    assert_one_line_error(run_cli("export", ship / "b-model.safetensors", "--name", "x", "--soup",
+                                  tmp_path / "bare.safetensors", "-o", tmp_path / "o"), "not a shipped model's weights")
 
 
 @pytest.mark.parametrize("case", ["init does not fit", "init missing", "member not a run", "soup member missing",

@@ -50,6 +50,25 @@ def shipped_training(path: Path) -> dict:
     return {**training, "exported_from": {"weights": str(path), "sha256": sha256(path)}}
 
 
+def recorded_config(path: Path, training: dict):
+    """The TrainConfig a shipped model's card records (its data and splits), or ModelError naming the file."""
+    from ferkit.train.config import TrainConfig
+
+    recorded = training.get("config") or {}
+    try:
+        return TrainConfig(**{k: v for k, v in recorded.items() if k in TrainConfig.__dataclass_fields__})
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"{path}: its card's training config cannot be read ({str(exc).splitlines()[0]})") from None
+
+
+def shipped_member(path: Path) -> nn.Module:
+    """A --soup member beside a shipped first member: another shipped weights file (architecture in its metadata)."""
+    try:
+        return load_shipped_torch(path)[0]
+    except (KeyError, TypeError, ValueError, RuntimeError, SafetensorError) as exc:
+        raise ModelError(f"{path}: not a shipped model's weights ({str(exc).splitlines()[0]})") from None
+
+
 def describe_architecture(spec: dict) -> str:
     """'fer-resnet-s', or for an ensemble 'ensemble(fer-resnet-s, fer-resnet-s)'."""
     if spec["name"] != "ensemble":
@@ -114,8 +133,7 @@ def export_run(run: str | Path, name: str, out: str | Path, tta: str = "none", d
                     *(RunFolder(m) for m in soup if Path(m).is_dir()))):
         member.require()  # before anything is read or written
     made = shipped_training(shipped) if shipped else None
-    cfg = TrainConfig(**{k: v for k, v in made.get("config", {}).items() if k in TrainConfig.__dataclass_fields__}) \
-        if shipped else folder.load_config() or TrainConfig()
+    cfg = recorded_config(shipped, made) if shipped else folder.load_config() or TrainConfig()
     data = data or cfg.data
     head_name = folder.head(head).name if head else None
     if head_name == FERPLUS_HEAD.name:
@@ -134,7 +152,7 @@ def export_run(run: str | Path, name: str, out: str | Path, tta: str = "none", d
     if ensemble:
         model, spec = ensemble_of([(model, spec)] + [RunFolder(m).load_model(head=head_name) for m in ensemble])
     if soup:
-        model = soup_of(model, [load_shipped_torch(m)[0] if shipped and Path(m).is_file()
+        model = soup_of(model, [shipped_member(Path(m)) if shipped and Path(m).is_file()
                                 else soup_member(Path(m), folder, head_name) for m in soup])
     if half:
         round_to_half(model)
