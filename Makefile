@@ -46,7 +46,7 @@ test: $(VENV)/.dev
 	  echo "  install them: sudo apt-get install chromium xvfb   (or run: make test ALLOW_SKIPS=1 to skip those tests)"; \
 	  exit 1; \
 	fi
-	@echo "make test: the full suite takes about 27 minutes on 2 cores (real data, real server, real browser)."
+	@echo "make test: the full suite takes 19-27 minutes on 2 cores (real data, real server, real browser)."
 	$(PY) -m pytest
 
 # Training recipes are files under $(CONFIGS) (JSON objects of `ferkit train` settings, `--config FILE`);
