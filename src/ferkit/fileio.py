@@ -1,4 +1,5 @@
-"""Files in and out: one check that an input is a regular file, one atomic writer, one checked image writer.
+"""Files in and out: one check that an input is a regular file, one atomic writer, one checked image writer,
+one cached file hash.
 
 `input_file` stats an input before it is opened, so a FIFO or a device (which would block a reader
 forever or never end) is refused at once with one line naming it.
@@ -10,6 +11,8 @@ so a reader (or a rerun after a kill) sees the old file or the new one, never a 
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import secrets
@@ -19,6 +22,22 @@ from pathlib import Path
 import numpy as np
 
 from ferkit.errors import OutputError
+
+
+def sha256(path: str | Path) -> str:
+    """A file's sha256, remembered per (path, size, mtime): a model or data file read many times is hashed once."""
+    path = Path(path)
+    st = path.stat()
+    return _sha256(str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _reason(exc: OSError) -> str:

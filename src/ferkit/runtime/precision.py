@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import os
 import platform
@@ -30,7 +29,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ferkit.errors import ConfigError, ModelError
-from ferkit.fileio import atomic_write_json
+from ferkit.fileio import atomic_write_json, sha256
 
 PRECISIONS = ("auto", "fp32", "int8")
 INT8_SUFFIX = ".int8.onnx"
@@ -78,7 +77,7 @@ def choose_file(fp32_path: Path, card, precision: str | None, threads: int) -> t
         why = f"its card lists {listed} but that file is missing" if listed else \
             "its card lists none (make one with ferkit quantize)"
         raise ModelError(f"{fp32_path}: no int8 version ({why})")
-    shas = file_sha256(fp32_path), file_sha256(int8)
+    shas = sha256(fp32_path), sha256(int8)
     record = card.int8
     if record.get("sha256") not in (None, shas[1]) or record.get("fp32_sha256") not in (None, shas[0]):
         which = int8.name if record.get("sha256") not in (None, shas[1]) else fp32_path.name
@@ -136,21 +135,6 @@ def saturates_here(record: dict) -> bool:
     return "avx2" in isa and not isa & {"avx512_vnni", "avx_vnni"}
 
 
-def file_sha256(path: Path) -> str:
-    """A model file's sha256, hashed once per (path, size, mtime): every model load asks for it."""
-    st = Path(path).stat()
-    return _sha256(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=16)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def verdict_key(shas: tuple[str, str], threads: int) -> str:
     """What a verdict depends on: both files, the CPU, onnxruntime, the threads."""
     return "|".join((shas[0][:16], shas[1][:16], cpu_model(), cpu_isa(), f"onnxruntime {ort.__version__}",
@@ -191,7 +175,7 @@ def _locked(path: Path):
 def faster(fp32: Path, int8: Path, threads: int, shas: tuple[str, str] | None = None) -> str:
     """"int8" or "fp32": the cached verdict for this machine, measured (and cached) when there is none.
     A file onnxruntime cannot time is "fp32", not cached."""
-    shas = shas or (file_sha256(fp32), file_sha256(int8))
+    shas = shas or (sha256(fp32), sha256(int8))
     entry = cached_verdict(verdict_key(shas, threads), lambda e: e.get("precision") in ("fp32", "int8"),
                            lambda: measure(fp32, int8, threads))
     return entry["precision"] if entry else "fp32"

@@ -16,7 +16,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ferkit.runtime.precision import cached_verdict, cpu_isa, cpu_model, file_sha256, time_sessions
+from ferkit.fileio import sha256
+from ferkit.runtime.precision import cached_verdict, cpu_isa, cpu_model, time_sessions
 
 BUDGET_S = 0.5  # timing on first use: small runs are noisy, so longer than the precision's
 SMALL_VIEWS = 2  # views a call may have to count as small: one face, with its mirror under flip TTA
@@ -29,7 +30,7 @@ def one_thread_faster(path: Path, threads: int, size: int = 48) -> bool:
         return False
     import onnxruntime as ort
 
-    key = "|".join(("small calls", file_sha256(Path(path))[:16], cpu_model(), cpu_isa(),
+    key = "|".join(("small calls", sha256(Path(path))[:16], cpu_model(), cpu_isa(),
                     f"onnxruntime {ort.__version__}", f"threads {threads}"))
     entry = cached_verdict(key, lambda e: isinstance(e.get("one_thread"), bool), lambda: _measure(path, threads, size))
     return bool(entry and entry["one_thread"])

@@ -23,28 +23,37 @@ from ferkit.train.run import FERPLUS_HEAD, RunFolder
 
 def load_shipped_torch(path: str | Path) -> tuple[nn.Module, list[str]]:
     """The torch model behind a shipped ONNX file, from the NAME.safetensors `export_run` wrote beside it."""
+    model, spec = shipped_model(path)
+    return model, spec["classes"]
+
+
+def shipped_model(path: str | Path) -> tuple[nn.Module, dict]:
+    """A shipped weights file's torch net (eval mode) and spec (architecture and classes, from its metadata);
+    ModelError naming the file where it is not one."""
     from ferkit.models import create_model
 
-    meta = read_metadata(path)
-    spec = meta["spec"]
-    model = create_model(spec["name"], spec["num_classes"], **spec.get("kwargs", {}))
-    load_weights(model, path)
-    return model.eval(), list(meta["classes"])
+    try:
+        meta = read_metadata(path)
+        spec = {**meta["spec"], "classes": list(meta["classes"])}
+        model = create_model(spec["name"], spec["num_classes"], **spec.get("kwargs", {}))
+        load_weights(model, path)
+    except (KeyError, TypeError, ValueError, RuntimeError, SafetensorError) as exc:
+        raise ModelError(f"{path}: not a shipped model's weights ({str(exc).splitlines()[0]})") from None
+    return model.eval(), spec
 
 
 def shipped_training(path: Path) -> dict:
     """The training record a new card takes over from a shipped model (NAME.safetensors, NAME.json beside it):
     the card's own, less the figures export measures anew, plus which file and bytes it started from."""
-    from ferkit.train.provenance import sha256
+    from ferkit.fileio import sha256
 
     card = path.with_suffix(".json")
     if not card.is_file():
         raise ModelError(f"{path}: a shipped weights file needs its model card {card.name} beside it")
     try:
-        read_metadata(path)["spec"]
         training = dict(ModelCard.load(card).training or {})
-    except (ValueError, TypeError, KeyError, OSError, SafetensorError) as exc:
-        raise ModelError(f"{path}: not a shipped model's weights and card ({str(exc).splitlines()[0]})") from None
+    except (ValueError, TypeError, OSError) as exc:
+        raise ModelError(f"{card}: not a model card ({str(exc).splitlines()[0]})") from None
     for key in ("onnx_check", "tta_choice", "weights_dtype"):
         training.pop(key, None)
     return {**training, "exported_from": {"weights": str(path), "sha256": sha256(path)}}
@@ -59,14 +68,6 @@ def recorded_config(path: Path, training: dict):
         return TrainConfig(**{k: v for k, v in recorded.items() if k in TrainConfig.__dataclass_fields__})
     except (TypeError, ValueError) as exc:
         raise ModelError(f"{path}: its card's training config cannot be read ({str(exc).splitlines()[0]})") from None
-
-
-def shipped_member(path: Path) -> nn.Module:
-    """A --soup member beside a shipped first member: another shipped weights file (architecture in its metadata)."""
-    try:
-        return load_shipped_torch(path)[0]
-    except (KeyError, TypeError, ValueError, RuntimeError, SafetensorError) as exc:
-        raise ModelError(f"{path}: not a shipped model's weights ({str(exc).splitlines()[0]})") from None
 
 
 def describe_architecture(spec: dict) -> str:
@@ -129,11 +130,15 @@ def export_run(run: str | Path, name: str, out: str | Path, tta: str = "none", d
         raise ConfigError("choose --ensemble (mean probabilities) or --soup (mean weights), not both")
     if shipped and (ensemble or head):
         raise ConfigError(f"{shipped}: a shipped weights file has one head and takes --soup, not --ensemble or --head")
-    for member in ((*(() if shipped else (folder,)), *map(RunFolder, ensemble),
-                    *(RunFolder(m) for m in soup if Path(m).is_dir()))):
+    runs = ([] if shipped else [folder]) + [RunFolder(m) for m in ensemble]
+    runs += [RunFolder(m) for m in soup if Path(m).is_dir()]
+    for member in runs:
         member.require()  # before anything is read or written
-    made = shipped_training(shipped) if shipped else None
-    cfg = recorded_config(shipped, made) if shipped else folder.load_config() or TrainConfig()
+    if shipped:  # its card and net, checked before the data is loaded
+        made = shipped_training(shipped)
+        cfg, first = recorded_config(shipped, made), shipped_model(shipped)
+    else:
+        cfg = folder.load_config() or TrainConfig()
     data = data or cfg.data
     head_name = folder.head(head).name if head else None
     if head_name == FERPLUS_HEAD.name:
@@ -144,15 +149,11 @@ def export_run(run: str | Path, name: str, out: str | Path, tta: str = "none", d
     faces = load_dataset(data, ferplus=ferplus)
     if tta == "auto" and cfg.val_split not in faces.split_names():  # before anything is written
         raise DataError(f"--tta auto needs the run's validation split {cfg.val_split!r} in {data}")
-    if shipped:
-        meta = read_metadata(shipped)
-        model, spec = load_shipped_torch(shipped)[0], {**meta["spec"], "classes": meta["classes"]}
-    else:
-        model, spec = folder.load_model(head=head_name)
+    model, spec = first if shipped else folder.load_model(head=head_name)
     if ensemble:
         model, spec = ensemble_of([(model, spec)] + [RunFolder(m).load_model(head=head_name) for m in ensemble])
     if soup:
-        model = soup_of(model, [shipped_member(Path(m)) if shipped and Path(m).is_file()
+        model = soup_of(model, [shipped_model(m)[0] if shipped and Path(m).is_file()
                                 else soup_member(Path(m), folder, head_name) for m in soup])
     if half:
         round_to_half(model)

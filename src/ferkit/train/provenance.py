@@ -3,7 +3,6 @@ sha256 of the data it read, the machine it ran on, and the same for every run wh
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import platform
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from ferkit.fileio import sha256
 from ferkit.modelcard import ModelCard
 from ferkit.train.config import TrainConfig, default_of, flag_of
 from ferkit.train.run import RunFolder
@@ -52,22 +52,6 @@ def session_entry(device: torch.device, precision: str, resumed_after: int) -> d
 
 
 # ---------------------------------------------------------------------------- the data
-def sha256(path: str | Path) -> str:
-    """A file's sha256, remembered per (path, size, mtime): cards of several runs on one data file hash it once."""
-    path = Path(path)
-    st = path.stat()
-    return _sha256(str(path.resolve()), st.st_size, st.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=32)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def data_files(cfg_data: str | Path, ferplus: str | Path | None) -> dict[str, str]:
     """sha256 of the data file(s) a run read: the FER2013 CSV (and FER+ votes), or a digest of a folder tree."""
     from ferkit.data import find_fer2013_csv

@@ -192,7 +192,7 @@ def quantize_model(model: str | Path, data: str | Path, *, ferplus: str | Path |
     from ferkit.preprocessing import check_tta, normalize
     from ferkit.runtime.model import resolve_model_path
     from ferkit.runtime.precision import cpu_isa, cpu_model, int8_name
-    from ferkit.train.provenance import sha256
+    from ferkit.fileio import sha256
 
     _ort_quant()
     src = resolve_model_path(model)
