@@ -113,6 +113,28 @@ def test_auto_times_both_once_per_machine_and_caches_the_verdict(quantized, tmp_
     assert FacialExpressionModel(onnx).precision == other
 
 
+def test_auto_gives_every_thread_count_the_same_file(quantized, tmp_path, monkeypatch):
+    """A one-thread worker of `ferkit analyze` and a two-thread `ferkit predict` on one machine must run the
+    same file, or their probabilities differ: the verdict is the one timed at the run time's default threads."""
+    from ferkit.fileio import sha256
+    from ferkit.runtime.precision import verdict_key
+
+    onnx, _, _ = quantized
+    monkeypatch.setenv("FERKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("FERKIT_THREADS", "2")
+    monkeypatch.delenv("FERKIT_PRECISION", raising=False)
+    FacialExpressionModel(onnx)
+    cache = json.loads(cache_path().read_text())
+    (key, entry), = [(k, e) for k, e in cache.items() if "precision" in e]
+    shas = sha256(onnx), sha256(onnx.with_name(f"{NAME}.int8.onnx"))
+    assert key == verdict_key(shas, 2)
+    # verdicts that differ by threads, as they may on a CPU where int8 and fp32 tie
+    cache_path().write_text(json.dumps({**cache, key: {**entry, "precision": "int8"},
+                                        verdict_key(shas, 1): {**entry, "precision": "fp32"}}))
+    picked = {t: FacialExpressionModel(onnx, threads=t).precision for t in (1, 2, 3)}
+    assert picked == {1: "int8", 2: "int8", 3: "int8"}
+
+
 def test_precision_from_the_environment(quantized, tmp_path, monkeypatch):
     onnx, _, _ = quantized
     plain = copy_model(tmp_path / "plain")  # no int8 version

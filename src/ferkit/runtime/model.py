@@ -85,7 +85,7 @@ class FacialExpressionModel:
         self.max_batch = int(max_batch)
         self.prior_correction = bool(prior_correction) and self.card.prior_correction is not None
         threads = threads or default_threads()
-        self.file, self.precision = choose_file(self.path, self.card, precision, threads)
+        self.file, self.precision = choose_file(self.path, self.card, precision)
         try:
             self.session = create_session(self.file, threads)
         except Exception as exc:  # onnxruntime raises its own exception types

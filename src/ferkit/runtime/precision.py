@@ -4,9 +4,12 @@ A model card may list an int8 version of its ONNX file (`card.int8`, written by 
 checked it against fp32). `precision="auto"` (the default) loads it only where it is faster on the
 machine running it: the first time a model is used, both files are timed on the same batch of random
 faces, alternately, until the slower has run for about `TIME_BUDGET_S`; int8 is picked when its median
-run takes at most `MARGIN` of fp32's (it costs a little accuracy, so a tie goes to fp32). The verdict is
-cached per (both files' sha256, CPU model and vector extensions, onnxruntime version, threads) in
-`$FERKIT_CACHE/precision.json` (default `~/.cache/ferkit`), so later runs decide at once. An int8 file
+run takes at most `MARGIN` of fp32's (it costs a little accuracy, so a tie goes to fp32). Both are timed
+with the run time's default threads whatever threads a session is given, so every command on one machine
+(`ferkit predict` with two threads, each one-thread worker of `ferkit analyze`) loads the same file and
+gives the same probabilities. The verdict is cached per (both files' sha256, CPU model and vector
+extensions, onnxruntime version, threads) in `$FERKIT_CACHE/precision.json` (default `~/.cache/ferkit`),
+so later runs decide at once. An int8 file
 with full-range weights (made without `reduce_range`) is never picked by auto on an x86 CPU without VNNI,
 where onnxruntime's uint8 x int8 kernel saturates and the file no longer gives the answers it was checked on.
 
@@ -66,7 +69,7 @@ def int8_file(fp32_path: Path, card) -> Path | None:
     return path if path.is_file() else None
 
 
-def choose_file(fp32_path: Path, card, precision: str | None, threads: int) -> tuple[Path, str]:
+def choose_file(fp32_path: Path, card, precision: str | None) -> tuple[Path, str]:
     """(the ONNX file to load, "fp32" or "int8") for a model, its card and the requested precision."""
     want, explicit = requested(precision)
     int8 = int8_file(fp32_path, card)
@@ -89,7 +92,9 @@ def choose_file(fp32_path: Path, card, precision: str | None, threads: int) -> t
         return int8, "int8"
     if saturates_here(record):
         return fp32_path, "fp32"
-    return (int8, "int8") if faster(fp32_path, int8, threads, shas) == "int8" else (fp32_path, "fp32")
+    from ferkit.runtime.session import default_threads
+
+    return (int8, "int8") if faster(fp32_path, int8, default_threads(), shas) == "int8" else (fp32_path, "fp32")
 
 
 # ---------------------------------------------------------------------------- the measured verdict
