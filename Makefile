@@ -72,9 +72,8 @@ train-mlp: $(VENV)/.dev
 # stage 2 (cycle3.json), and stage 3 fine-tuned again with the FER+ loss doubled (finetune-fp.json) -- are
 # averaged into one net of the same size (`export --soup`); `ferplus-8` (train-robust, below) is the weight
 # soup of that net and its camera-fault fine-tune, and `fer2013-7` the weight soup of stage 3's FER2013 head
-# and its camera-fault fine-tune. Every
-# choice (stage, epoch, soup, test-time augmentation, prior correction, int8 calibration) was made on
-# PublicTest; the cards' PrivateTest figures come after. Every target resumes a killed run: run it again.
+# and its camera-fault fine-tune. Every choice (stage, epoch, soup, test-time augmentation, prior
+# correction, int8 calibration) was made on PublicTest; the cards' PrivateTest figures come after. Every target resumes a killed run: run it again.
 JOINT = $(TRAIN) --aux-ferplus $(DATA)/fer2013new.csv
 STAGE3 = runs/stage3/fer2013-7-stage3
 SOUP4 = runs/soup4/ferplus-8-soup4

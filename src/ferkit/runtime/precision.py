@@ -9,9 +9,9 @@ with the run time's default threads whatever threads a session is given, so ever
 (`ferkit predict` with two threads, each one-thread worker of `ferkit analyze`) loads the same file and
 gives the same probabilities. The verdict is cached per (both files' sha256, CPU model and vector
 extensions, onnxruntime version, threads) in `$FERKIT_CACHE/precision.json` (default `~/.cache/ferkit`),
-so later runs decide at once. An int8 file
-with full-range weights (made without `reduce_range`) is never picked by auto on an x86 CPU without VNNI,
-where onnxruntime's uint8 x int8 kernel saturates and the file no longer gives the answers it was checked on.
+so later runs decide at once. An int8 file with full-range weights (made without `reduce_range`) is never
+picked by auto on an x86 CPU without VNNI, where onnxruntime's uint8 x int8 kernel saturates and the file
+no longer gives the answers it was checked on.
 
 `$FERKIT_PRECISION` (auto | fp32 | int8) sets the default: `int8` then means int8 wherever the model has
 an int8 version (fp32 elsewhere), whereas asking a model for `precision="int8"` directly requires one.
@@ -33,6 +33,7 @@ import onnxruntime as ort
 
 from ferkit.errors import ConfigError, ModelError
 from ferkit.fileio import atomic_write_json, sha256
+from ferkit.runtime.session import create_session, default_threads
 
 PRECISIONS = ("auto", "fp32", "int8")
 INT8_SUFFIX = ".int8.onnx"
@@ -92,8 +93,6 @@ def choose_file(fp32_path: Path, card, precision: str | None) -> tuple[Path, str
         return int8, "int8"
     if saturates_here(record):
         return fp32_path, "fp32"
-    from ferkit.runtime.session import default_threads
-
     return (int8, "int8") if faster(fp32_path, int8, default_threads(), shas) == "int8" else (fp32_path, "fp32")
 
 
@@ -190,8 +189,6 @@ def measure(fp32: Path, int8: Path, threads: int, budget_s: float = TIME_BUDGET_
             size: int = 48) -> dict:
     """Time both files on the same random faces, alternating runs, until the slower has had `budget_s`
     (and each at least 3 runs): a busy machine slows both alike, so the medians stay comparable."""
-    from ferkit.runtime.session import create_session
-
     med, runs = time_sessions({"fp32": create_session(fp32, threads), "int8": create_session(int8, threads)},
                               batch, size, budget_s)
     return {"precision": "int8" if med["int8"] <= MARGIN * med["fp32"] else "fp32",
