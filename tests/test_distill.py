@@ -166,3 +166,46 @@ def test_an_onnx_teacher_with_other_classes_is_a_one_line_error(tmp_path):
     data = small_csv(tmp_path / "d.csv", {"Training": 64, "PublicTest": 32}, seed=4)
     r = run_cli("train", data, "--model", "fer-fast", "--teacher", "ferplus-8", "--epochs", "1", "-o", tmp_path / "s")
     assert_one_line_error(r, "--teacher", "ferplus-8", "classes")
+
+
+def test_online_teachers_answer_on_the_batch_as_the_student_sees_it():
+    """`--teacher-online`: the teacher runs on the normalised training batch itself; on plain faces that is the
+    run time's one-view answer without prior correction, and on a mixed batch the answer to the mixed pixels."""
+    from _fer_small import real_faces
+
+    from ferkit.preprocessing import normalize
+    from ferkit.runtime.model import FacialExpressionModel
+    from ferkit.train.distill import OnlineTeachers
+    from ferkit.train.run import plain_heads
+
+    faces = real_faces().split("PublicTest").images[:64]
+    online = OnlineTeachers(["fer2013-7"], plain_heads(("angry", "disgust", "fear", "happy", "sad", "surprise",
+                                                         "neutral")))
+    x = torch.from_numpy(normalize(faces)).contiguous(memory_format=torch.channels_last)
+    runtime = FacialExpressionModel("fer2013-7", tta="none", prior_correction=False, precision=online.models[0].precision)
+    np.testing.assert_allclose(online(x).numpy(), runtime.predict_proba(faces), atol=1e-5)
+    mixed = 0.6 * x + 0.4 * x.flip(0)  # not a uint8 face any more: the network input itself is the reference
+    assert (runtime.mean, runtime.std) == (0.5077, 0.2552)  # the card normalises as training does
+    direct = runtime.session.run(["probabilities"], {"faces": mixed.contiguous().numpy()})[0]
+    np.testing.assert_allclose(online(mixed).numpy(), direct, atol=1e-5)
+    assert not np.allclose(online(mixed).numpy(), online(x).numpy(), atol=0.05)
+
+
+def test_an_online_teacher_trains_a_student_without_a_cache(tmp_path):
+    data = small_csv(tmp_path / "d.csv", {"Training": 96, "PublicTest": 64}, seed=4)
+    student = tmp_path / "student"
+    r = run_cli("train", data, "--model", "fer-fast", "--teacher", "fer2013-7", "--teacher-online", "--corrupt", "0.5",
+                "--mixup", "0.2", "--epochs", "1", "--batch-size", "32", "--threads", "1", "-o", student)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "online teacher: fer2013-7" in r.stderr
+    assert not (student / "teacher-probs.safetensors").exists()
+    assert json.loads((student / "config.json").read_text())["teacher_online"] is True
+
+
+def test_an_online_teacher_must_be_a_finished_onnx_model(teachers, tmp_path):
+    r = run_cli("train", teachers["data"], "--model", "seed-cnn-small", "--teacher-online", "--epochs", "1",
+                "-o", tmp_path / "a")
+    assert_one_line_error(r, "--teacher-online", "--teacher")
+    r = run_cli("train", teachers["data"], "--model", "seed-cnn-small", "--teacher", teachers["runs"][0],
+                "--teacher-online", "--epochs", "1", "-o", tmp_path / "b")
+    assert_one_line_error(r, "--teacher-online", "ONNX")

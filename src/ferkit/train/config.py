@@ -65,6 +65,9 @@ class TrainConfig:
                                       "file; its card's TTA): repeat for an ensemble. The teachers' mean "
                                       "probabilities on each training face are blended into the targets.", flag="--teacher", kind="paths")
     distill_weight: float = setting(0.5, "Share of the teachers in each target (with --teacher).")
+    teacher_online: bool = setting(False, "The ONNX teachers answer on every training batch as the student sees it "
+                                          "(camera faults, augmentation and mixing included; one view) instead of "
+                                          "once on the clean faces (function matching).")
     # optimisation (defaults: the tutorials' recipe)
     epochs: int = setting(15, "Epochs.", on_resume="apply")
     batch_size: int = setting(64, "Batch size (under torchrun the global batch, shared out over the processes).")
@@ -161,6 +164,8 @@ class TrainConfig:
             raise bad("label_smoothing", "must be at least 0 and below 1")
         if self.teachers and not 0.0 < self.distill_weight <= 1.0:
             raise bad("distill_weight", "must be in (0, 1]")
+        if self.teacher_online and not self.teachers:
+            raise ConfigError("--teacher-online needs at least one --teacher")
         if self.aux_ferplus and self.ferplus:
             raise ConfigError("--aux-ferplus adds a FER+ head to a run on FER2013's labels; leave out --ferplus")
         if not self.data:

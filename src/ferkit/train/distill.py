@@ -9,7 +9,8 @@ mean probabilities on every training face are computed once, cached in the run f
 the teacher files or the faces change), and blended into the training targets per head:
 target = (1 - weight) * labels + weight * teachers.
 A FER+ head is blended only on the faces that have FER+ votes, so what it learns still comes from
-the crowd where the crowd spoke.
+the crowd where the crowd spoke. With `--teacher-online` the ONNX teachers instead answer on every
+training batch as the student sees it (`OnlineTeachers`), one view a face.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ferkit.errors import ConfigError, DataError
+from ferkit.modelcard import INPUT_NAME, OUTPUT_NAME
+from ferkit.preprocessing import MEAN, STD
 from ferkit.train.run import Head, RunFolder, head_sizes, weights_file
 
 ONNX_BATCH = 256  # faces a run-time call takes when an ONNX model teaches
@@ -99,6 +102,40 @@ def onnx_probabilities(source: str | Path, images: np.ndarray, heads: list[Head]
                   file=sys.stderr, mininterval=0.5 if sys.stderr.isatty() else 30):
         out[i:i + ONNX_BATCH] = model.predict_proba(images[i:i + ONNX_BATCH])
     return torch.from_numpy(out)
+
+
+class OnlineTeachers:
+    """ONNX teachers that answer on the training batch itself, as the student sees it (`--teacher-online`).
+
+    Distillation by function matching: teacher and student see the same augmented (and mixed) view, so
+    the student learns the teacher's function on the whole input distribution the augmentation spans,
+    not its 16-view answer on the clean faces alone. One view a face; no prior correction.
+    """
+
+    def __init__(self, teachers: list[str], heads: list[Head]):
+        from ferkit.runtime.model import FacialExpressionModel
+
+        if len(heads) != 1:
+            raise ConfigError("--teacher-online: only runs with one head (not --aux-ferplus)")
+        self.models = []
+        for source in teachers:
+            if not is_onnx_teacher(source):
+                raise ConfigError(f"--teacher-online: {source} is not a finished ONNX model (a shipped name or a .onnx)")
+            model = FacialExpressionModel(teacher_file(source), prior_correction=False)
+            if tuple(heads[0].classes) != tuple(model.classes):
+                raise DataError(f"--teacher {source}: its classes ({','.join(model.classes)}) are not the run's "
+                                f"({','.join(heads[0].classes)})")
+            self.models.append(model)
+            print(f"online teacher: {source} ({model.precision}, one view a face)", file=sys.stderr, flush=True)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean teacher probabilities (N, C) for a batch of network inputs normalised as `ferkit.preprocessing` does."""
+        pixels = x.detach().float().cpu().contiguous().numpy() * STD + MEAN  # back to [0, 1] pixel scale
+        total = None
+        for m in self.models:
+            p = m.session.run([OUTPUT_NAME], {INPUT_NAME: ((pixels - m.mean) / m.std).astype(np.float32)})[0]
+            total = p if total is None else total + p
+        return torch.from_numpy(total / len(self.models)).to(x.device)
 
 
 def blend_targets(targets: torch.Tensor, teacher: torch.Tensor, weight: float, sizes: list[int]) -> torch.Tensor:

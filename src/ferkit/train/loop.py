@@ -130,7 +130,12 @@ def train_replica(cfg: TrainConfig, world: World, device: torch.device, resume: 
         aux_train, aux_val_labels = aux_soft[:n], aux_labels[n:]
         Y = torch.cat([Y, torch.from_numpy(aux_train)], 1)
         heads = joint_heads(train_set.class_names)
-    if cfg.teachers:  # knowledge distillation: blend the teachers' probabilities into the targets
+    online = None
+    if cfg.teacher_online:  # the teachers answer on each batch as the student sees it (below)
+        from ferkit.train.distill import OnlineTeachers, blend_targets
+
+        online = OnlineTeachers(cfg.teachers, heads)
+    elif cfg.teachers:  # knowledge distillation: blend the teachers' probabilities into the targets
         from ferkit.train.distill import blend_targets, teacher_probabilities
 
         def fresh_model():
@@ -198,6 +203,8 @@ def train_replica(cfg: TrainConfig, world: World, device: torch.device, resume: 
             y = Y[idx.to(device)]
             x = augment(x, aug_gen, cfg)
             x, y_mixed = mix_batch(x, y, aug_gen, cfg.mixup, cfg.cutmix, cfg.mix_prob)
+            if online is not None:
+                y_mixed = blend_targets(y_mixed, online(x), cfg.distill_weight, head_sizes(heads))
             with autocast():
                 logits = net(x)
             loss = joint_loss(logits, y_mixed, heads, cfg.label_smoothing, class_weights, cfg.aux_weight)
