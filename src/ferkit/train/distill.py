@@ -90,12 +90,7 @@ def onnx_probabilities(source: str | Path, images: np.ndarray, heads: list[Head]
     """A finished model's probabilities (N, C) on uint8 faces: its card's TTA, no prior correction."""
     from tqdm import tqdm
 
-    from ferkit.runtime.model import FacialExpressionModel
-
-    model = FacialExpressionModel(teacher_file(source), prior_correction=False)
-    if len(heads) != 1 or tuple(heads[0].classes) != tuple(model.classes):
-        wanted = " + ".join(",".join(h.classes) for h in heads)
-        raise DataError(f"--teacher {source}: its classes ({','.join(model.classes)}) are not the run's ({wanted})")
+    model = onnx_teacher(source, heads)
     print(f"{label}: {source} (ONNX, {model.tta} TTA, {model.precision})", file=sys.stderr, flush=True)
     out = np.zeros((len(images), len(model.classes)), np.float32)
     for i in tqdm(range(0, len(images), ONNX_BATCH), desc=label,
@@ -113,18 +108,13 @@ class OnlineTeachers:
     """
 
     def __init__(self, teachers: list[str], heads: list[Head]):
-        from ferkit.runtime.model import FacialExpressionModel
-
         if len(heads) != 1:
             raise ConfigError("--teacher-online: only runs with one head (not --aux-ferplus)")
         self.models = []
         for source in teachers:
             if not is_onnx_teacher(source):
                 raise ConfigError(f"--teacher-online: {source} is not a finished ONNX model (a shipped name or a .onnx)")
-            model = FacialExpressionModel(teacher_file(source), prior_correction=False)
-            if tuple(heads[0].classes) != tuple(model.classes):
-                raise DataError(f"--teacher {source}: its classes ({','.join(model.classes)}) are not the run's "
-                                f"({','.join(heads[0].classes)})")
+            model = onnx_teacher(source, heads)
             self.models.append(model)
             print(f"online teacher: {source} ({model.precision}, one view a face)", file=sys.stderr, flush=True)
 
@@ -136,6 +126,17 @@ class OnlineTeachers:
             p = m.session.run([OUTPUT_NAME], {INPUT_NAME: ((pixels - m.mean) / m.std).astype(np.float32)})[0]
             total = p if total is None else total + p
         return torch.from_numpy(total / len(self.models)).to(x.device)
+
+
+def onnx_teacher(source: str | Path, heads: list[Head]):
+    """The run time's model for an ONNX teacher, checked: a run of one head with the teacher's classes."""
+    from ferkit.runtime.model import FacialExpressionModel
+
+    model = FacialExpressionModel(teacher_file(source), prior_correction=False)
+    if len(heads) != 1 or tuple(heads[0].classes) != tuple(model.classes):
+        wanted = " + ".join(",".join(h.classes) for h in heads)
+        raise DataError(f"--teacher {source}: its classes ({','.join(model.classes)}) are not the run's ({wanted})")
+    return model
 
 
 def blend_targets(targets: torch.Tensor, teacher: torch.Tensor, weight: float, sizes: list[int]) -> torch.Tensor:
