@@ -57,6 +57,25 @@ def test_model_kwargs_round_trip_through_json(tmp_path):
     assert count_parameters(rebuilt) == count_parameters(model)
 
 
+def test_fer_fast_depths_and_widths_size_the_net(tmp_path):
+    """The default layout is the shipped fast tier's (its weights load key for key); depths add convs a stage."""
+    from safetensors.torch import load_file
+
+    from ferkit.errors import ConfigError
+    from ferkit.runtime.model import resolve_model_path
+
+    default = create_model("fer-fast", num_classes=7)
+    default.load_state_dict(load_file(resolve_model_path("fast").with_suffix(".safetensors")), strict=True)
+    larger = create_model("fer-fast", num_classes=7, widths=[24, 48, 96, 192, 320], depths=[1, 1, 2, 2, 1])
+    convs = [m for m in larger.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.stride[0] for c in convs] == [1, 2, 2, 1, 2, 1, 2] and convs[-1].out_channels == 320
+    assert count_parameters(larger) == 1_189_807
+    save_architecture(larger, tmp_path / "m.json")
+    assert count_parameters(load_architecture(tmp_path / "m.json")[0]) == 1_189_807
+    with pytest.raises(ConfigError, match="depths needs 5 entries of at least 1"):
+        create_model("fer-fast", depths=[1, 1, 0, 1, 1])
+
+
 def test_unknown_model_name_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown model 'nope'.*seed-cnn"):
         create_model("nope")
