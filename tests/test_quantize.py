@@ -79,6 +79,19 @@ def test_the_card_records_the_figures_and_keeps_the_rest(quantized):
     assert {k: v for k, v in after.items() if k != "int8"} == {k: v for k, v in before.items() if k != "int8"}
 
 
+def test_the_grey_input_s_conv_and_the_classifier_stay_float(quantized):
+    """One input channel makes an int8 conv slow for its few multiply-adds (float_head); the last layer and
+    the softmax stay float so probabilities keep their precision (float_tail)."""
+    import onnx
+
+    onnx_path, report, _ = quantized
+    graph = onnx.load(str(onnx_path.with_name(f"{NAME}.int8.onnx"))).graph
+    readers = [n for n in graph.node if graph.input[0].name in n.input]
+    assert [n.op_type for n in readers] == ["Conv"]  # no QuantizeLinear in front: the face goes in as float
+    floats = report["record"]["calibration"]["float_nodes"]
+    assert floats[0] == readers[0].name and any(f.endswith("Softmax") for f in floats)
+
+
 def test_the_runtime_loads_the_int8_file_when_asked(quantized):
     """On real PublicTest faces the int8 file gives the fp32 argmax almost everywhere, through the public API."""
     onnx, _, _ = quantized

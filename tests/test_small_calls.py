@@ -26,7 +26,7 @@ def fresh_cache(tmp_path, monkeypatch):
 def test_measured_once_then_read_and_followed(fresh_cache):
     first = FacialExpressionModel("fer2013-7-fast", threads=2)
     (key, entry), = small_entries().items()
-    assert cpu_model() in key and "threads 2" in key and entry["views"] == SMALL_VIEWS
+    assert cpu_model() in key and "threads 2" in key and entry["views"] == 1  # the fast tier: one view a face
     ms = entry["ms_per_run"]
     assert entry["one_thread"] == (ms["1"] <= MARGIN * ms["2"]) and min(entry["runs"].values()) >= 3
     assert (first.small_session is not first.session) == entry["one_thread"]
@@ -38,6 +38,16 @@ def test_measured_once_then_read_and_followed(fresh_cache):
         m = FacialExpressionModel("fer2013-7-fast", threads=2)
         assert (m.small_session is not m.session) == verdict
         assert m.small_session.get_session_options().intra_op_num_threads == (1 if verdict else 2)
+
+
+def test_the_views_of_one_face_are_what_is_timed(fresh_cache):
+    """A face is one view under TTA none and two under flip: each is timed and cached on its own; a 16-view
+    TTA reuses the largest small call's verdict."""
+    FacialExpressionModel("fer2013-7-fast", threads=2, tta="none")
+    FacialExpressionModel("fer2013-7-fast", threads=2, tta="flip")
+    assert sorted(e["views"] for e in small_entries().values()) == [1, SMALL_VIEWS]
+    FacialExpressionModel("fer2013-7-fast", threads=2, tta="multi")
+    assert len(small_entries()) == 2
 
 
 def test_one_thread_models_need_no_verdict(fresh_cache):

@@ -14,7 +14,7 @@ import numpy as np
 
 from ferkit.errors import ModelError  # noqa: F401 (re-exported)
 from ferkit.modelcard import INPUT_NAME, OUTPUT_NAME, ModelCard
-from ferkit.preprocessing import MAX_BATCH, average_views, check_tta, live_tta, normalize, to_face48
+from ferkit.preprocessing import MAX_BATCH, average_views, check_tta, live_tta, normalize, to_face48, tta_cost
 from ferkit.runtime.precision import choose_file
 from ferkit.runtime.session import create_session, default_threads
 from ferkit.runtime.small_calls import SMALL_VIEWS, one_thread_faster
@@ -92,8 +92,8 @@ class FacialExpressionModel:
             raise ModelError(f"{self.file}: onnxruntime cannot load it ({str(exc).strip().splitlines()[0][:300]})") from None
         self._check_graph(card_path)
         # Calls of a face or two: a one-thread session where that is measured to be faster here.
-        self.small_session = create_session(self.file, 1) if one_thread_faster(self.file, threads, self.input_size) \
-            else self.session
+        small = one_thread_faster(self.file, threads, self.input_size, tta_cost(self.tta))
+        self.small_session = create_session(self.file, 1) if small else self.session
 
     def _check_graph(self, card_path: Path) -> None:
         """The ONNX graph must take and give what the card says (names, shape, type)."""
