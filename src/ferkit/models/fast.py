@@ -36,3 +36,22 @@ def fer_fast(num_classes: int = 7, widths: tuple[int, ...] = (16, 32, 64, 128, 2
             cin = width
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(cin, num_classes)]
     return nn.Sequential(*layers)
+
+
+def drop_conv(tensors: dict, depths: tuple[int, ...], stage: int) -> tuple[dict, list[int]]:
+    """Weights of a `fer-fast` with the last conv of `stage` removed (that conv must keep its width, so not
+    the stage's first), and the new depths: the start of a shorter fine-tune when a trained net is a little
+    too slow. Layers after it shift down by one conv-BN-ReLU block; the others keep their weights."""
+    depths = [int(d) for d in depths]
+    if not 0 <= stage < len(depths) or depths[stage] < 2:
+        raise ConfigError(f"fer-fast: stage {stage} has no conv to drop (depths {depths})")
+    dropped = sum(depths[:stage + 1]) - 1  # index of the conv block among all convs
+    out = {}
+    for key, value in tensors.items():
+        index, rest = key.split(".", 1)
+        block = int(index) // 3
+        if block == dropped:
+            continue
+        out[f"{int(index) - 3 if block > dropped else int(index)}.{rest}"] = value
+    depths[stage] -= 1
+    return out, depths
