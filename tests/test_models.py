@@ -76,6 +76,27 @@ def test_fer_fast_depths_and_widths_size_the_net(tmp_path):
         create_model("fer-fast", depths=[1, 1, 0, 1, 1])
 
 
+def test_fer_fast_drop_conv_keeps_every_other_layer(tmp_path):
+    """Dropping the second conv of the 6-pixel stage: the shorter net loads the result key for key, and a
+    face through it equals the long net's layers run without that block."""
+    from ferkit.errors import ConfigError
+    from ferkit.models.fast import drop_conv
+
+    torch.manual_seed(0)
+    widths = [24, 48, 96, 192, 320]
+    long = create_model("fer-fast", num_classes=7, widths=widths, depths=[1, 1, 2, 2, 1]).eval()
+    tensors, depths = drop_conv(long.state_dict(), [1, 1, 2, 2, 1], 3)
+    assert depths == [1, 1, 2, 1, 1]
+    short = create_model("fer-fast", num_classes=7, widths=widths, depths=depths).eval()
+    short.load_state_dict(tensors, strict=True)
+    x = torch.randn(2, 1, 48, 48)
+    with torch.no_grad():
+        expected = torch.nn.Sequential(*[m for i, m in enumerate(long) if i // 3 != 5])(x)
+        assert torch.allclose(short(x), expected)
+    with pytest.raises(ConfigError, match="stage 1 has no conv to drop"):
+        drop_conv(long.state_dict(), [1, 1, 2, 2, 1], 1)
+
+
 def test_unknown_model_name_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown model 'nope'.*seed-cnn"):
         create_model("nope")
