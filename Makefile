@@ -152,14 +152,14 @@ train-robust2: $(VENV)/.dev
 	$(VENV)/bin/ferkit calibrate-prior src/ferkit/weights/fer2013-7-fast.onnx $(DATA)
 	$(VENV)/bin/ferkit quantize src/ferkit/weights/fer2013-7-fast.onnx $(DATA)
 
-# The fast tier as shipped since 2026-12-07: a larger fer-fast (1.19 M parameters) from scratch, taught online
-# by the shipped fer2013-7 on every training batch (fast-m.json, 100 epochs), one view a face.
+# An experiment, not shipped (docs/experiments.md): a larger fer-fast (1.19 M parameters) from scratch, taught
+# online by the shipped fer2013-7 on every training batch (fast-m.json, 100 epochs), one view a face; the
+# candidate is built in runs/mcand, where `bench/classifier_speed.py --models runs/mcand/fer2013-7-fast.onnx` times it.
 train-fast-m: $(VENV)/.dev
 	$(TRAIN) --config $(CONFIGS)/fast-m.json $(TRAIN_ARGS) -o runs/fast-m --resume
-	$(VENV)/bin/ferkit export runs/fast-m --name fer2013-7-fast -o src/ferkit/weights --tta none
-	rm -f src/ferkit/weights/fer2013-7-fast.int8.onnx
-	$(VENV)/bin/ferkit calibrate-prior src/ferkit/weights/fer2013-7-fast.onnx $(DATA)
-	$(VENV)/bin/ferkit quantize src/ferkit/weights/fer2013-7-fast.onnx $(DATA)
+	$(VENV)/bin/ferkit export runs/fast-m --name fer2013-7-fast -o runs/mcand --tta none
+	$(VENV)/bin/ferkit calibrate-prior runs/mcand/fer2013-7-fast.onnx $(DATA)
+	$(VENV)/bin/ferkit quantize runs/mcand/fer2013-7-fast.onnx $(DATA)
 
 # Single-task alternatives: stage 1's recipe on FER2013's labels alone, or on FER+'s votes alone.
 train-fer2013-7: $(VENV)/.dev
