@@ -10,7 +10,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check
 TORCH_SPEC     ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 
-.PHONY: demo test install install-runtime install-dev train-seed-cnn train-mlp train-fer2013-7 train-ferplus-8 train-default train-fast train-robust train-robust2 train-fast-m clean
+.PHONY: demo test install install-runtime install-dev train-seed-cnn train-mlp train-fer2013-7 train-ferplus-8 train-default train-fast train-robust train-robust2 train-fast-m train-fast-w clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -160,6 +160,13 @@ train-fast-m: $(VENV)/.dev
 	$(VENV)/bin/ferkit export runs/fast-m --name fer2013-7-fast -o runs/mcand --tta none
 	$(VENV)/bin/ferkit calibrate-prior runs/mcand/fer2013-7-fast.onnx $(DATA)
 	$(VENV)/bin/ferkit quantize runs/mcand/fer2013-7-fast.onnx $(DATA)
+
+# The same for the 35 M multiply-add size (fast-w.json: one conv at 6 px), built in runs/wcand.
+train-fast-w: $(VENV)/.dev
+	$(TRAIN) --config $(CONFIGS)/fast-w.json $(TRAIN_ARGS) -o runs/fast-w --resume
+	$(VENV)/bin/ferkit export runs/fast-w --name fer2013-7-fast -o runs/wcand --tta none
+	$(VENV)/bin/ferkit calibrate-prior runs/wcand/fer2013-7-fast.onnx $(DATA)
+	$(VENV)/bin/ferkit quantize runs/wcand/fer2013-7-fast.onnx $(DATA)
 
 # Single-task alternatives: stage 1's recipe on FER2013's labels alone, or on FER+'s votes alone.
 train-fer2013-7: $(VENV)/.dev
