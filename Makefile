@@ -10,7 +10,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check
 TORCH_SPEC     ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 
-.PHONY: demo test install install-runtime install-dev train-seed-cnn train-mlp train-fer2013-7 train-ferplus-8 train-default train-fast train-robust train-robust2 train-fast-m train-fast-w clean
+.PHONY: demo test install install-runtime install-dev train-seed-cnn train-mlp train-fer2013-7 train-ferplus-8 train-default train-fast train-robust train-robust2 train-fast-small train-fast-m train-fast-w2 clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -113,25 +113,27 @@ train-robust: $(VENV)/.dev
 	$(VENV)/bin/ferkit calibrate-prior src/ferkit/weights/ferplus-8.onnx $(DATA) $(FERPLUS)
 	$(VENV)/bin/ferkit quantize src/ferkit/weights/ferplus-8.onnx $(DATA) $(FERPLUS)
 
-# The fast tier (after train-default). `fer2013-7-fast` is a small net of our own (fer-fast) that learns stage
-# 3's 16-view probabilities on the Training faces (--teacher, blended with the labels), one view a face at run
-# time: a one-cycle run (fast.json), a warm restart from its best weights with lighter regularisation
-# (fast-restart.json), then a fine-tune of that with camera faults (fast-robust.json). The prior correction
-# is chosen on PublicTest (calibrate-prior) and the int8 file is kept only where it matches fp32 (quantize).
-train-fast: $(VENV)/.dev
+# The earlier fast tier (0.43 M parameters, shipped until 2026-12-07; after train-default), built in
+# runs/fast-small: a small fer-fast that learns stage 3's 16-view probabilities on the Training faces
+# (--teacher, blended with the labels), one view a face at run time: a one-cycle run (fast.json), a warm
+# restart from its best weights with lighter regularisation (fast-restart.json), a fine-tune of that with
+# camera faults (fast-robust.json), and (after train-robust2) 30 epochs taught online by the new fer2013-7
+# (fast-online.json).
+train-fast-small: $(VENV)/.dev
 	$(TRAIN) --config $(CONFIGS)/fast.json --teacher $(STAGE3).onnx $(TRAIN_ARGS) -o runs/fast-a --resume
 	$(TRAIN) --config $(CONFIGS)/fast-restart.json --init runs/fast-a/best.safetensors --teacher $(STAGE3).onnx \
 	  $(TRAIN_ARGS) -o runs/fast-b --resume
 	$(TRAIN) --config $(CONFIGS)/fast-robust.json --init runs/fast-b/best.safetensors --teacher $(STAGE3).onnx \
 	  $(TRAIN_ARGS) -o runs/fast-c --resume
-	$(VENV)/bin/ferkit export runs/fast-c --name fer2013-7-fast -o src/ferkit/weights --tta none
-	$(VENV)/bin/ferkit calibrate-prior src/ferkit/weights/fer2013-7-fast.onnx $(DATA)
-	$(VENV)/bin/ferkit quantize src/ferkit/weights/fer2013-7-fast.onnx $(DATA)
+	$(VENV)/bin/ferkit export runs/fast-c --name fer2013-7-fast -o runs/fast-small-c --tta none
+	$(TRAIN) --config $(CONFIGS)/fast-online.json $(TRAIN_ARGS) -o runs/fast-online --resume
+	$(VENV)/bin/ferkit export runs/fast-online --name fer2013-7-fast -o runs/fast-small --tta none
+	$(VENV)/bin/ferkit calibrate-prior runs/fast-small/fer2013-7-fast.onnx $(DATA)
+	$(VENV)/bin/ferkit quantize runs/fast-small/fer2013-7-fast.onnx $(DATA)
 
-# A second camera-fault round (after train-robust and train-fast): each big model fine-tuned again from what
+# A second camera-fault round (after train-robust): each big model fine-tuned again from what
 # train-robust shipped, 70% from its own 16-view probabilities (robust2.json, robust-fp2.json), and the mean of
-# the two weights shipped under the same name (built aside, then copied in: the shipped file is a soup member);
-# then the fast tier fine-tuned by the new fer2013-7 answering on every training batch (fast-online.json).
+# the two weights shipped under the same name (built aside, then copied in: the shipped file is a soup member).
 R2 = runs/robust2-soup
 PR2 = runs/robust-fp2-soup
 train-robust2: $(VENV)/.dev
@@ -147,10 +149,6 @@ train-robust2: $(VENV)/.dev
 	rm -f src/ferkit/weights/ferplus-8.int8.onnx
 	$(VENV)/bin/ferkit calibrate-prior src/ferkit/weights/ferplus-8.onnx $(DATA) $(FERPLUS)
 	$(VENV)/bin/ferkit quantize src/ferkit/weights/ferplus-8.onnx $(DATA) $(FERPLUS)
-	$(TRAIN) --config $(CONFIGS)/fast-online.json $(TRAIN_ARGS) -o runs/fast-online --resume
-	$(VENV)/bin/ferkit export runs/fast-online --name fer2013-7-fast -o src/ferkit/weights --tta none
-	$(VENV)/bin/ferkit calibrate-prior src/ferkit/weights/fer2013-7-fast.onnx $(DATA)
-	$(VENV)/bin/ferkit quantize src/ferkit/weights/fer2013-7-fast.onnx $(DATA)
 
 # An experiment, not shipped (docs/experiments.md): a larger fer-fast (1.19 M parameters) from scratch, taught
 # online by the shipped fer2013-7 on every training batch (fast-m.json, 100 epochs), one view a face; the
@@ -161,19 +159,21 @@ train-fast-m: $(VENV)/.dev
 	$(VENV)/bin/ferkit calibrate-prior runs/mcand/fer2013-7-fast.onnx $(DATA)
 	$(VENV)/bin/ferkit quantize runs/mcand/fer2013-7-fast.onnx $(DATA)
 
-# The same for the 35 M multiply-add size (fast-w.json: one conv at 6 px), built in runs/wcand.
-train-fast-w: $(VENV)/.dev
+# The fast tier (after train-robust2: its teacher is the shipped fer2013-7). `fer2013-7-fast` is a fer-fast of
+# 0.86 M parameters and 35 M multiply-adds (fast-w.json: widths 24-320, one conv at 6 px) trained from scratch
+# for 100 epochs, taught online by fer2013-7 on every training batch (80% teacher, camera faults, mixup), one
+# view a face at run time. The prior correction is chosen on PublicTest (calibrate-prior) and the int8 file is
+# kept only where it matches fp32 (quantize).
+train-fast: $(VENV)/.dev
 	$(TRAIN) --config $(CONFIGS)/fast-w.json $(TRAIN_ARGS) -o runs/fast-w --resume
-	$(VENV)/bin/ferkit export runs/fast-w --name fer2013-7-fast -o runs/wcand --tta none
-	$(VENV)/bin/ferkit calibrate-prior runs/wcand/fer2013-7-fast.onnx $(DATA)
-	$(VENV)/bin/ferkit quantize runs/wcand/fer2013-7-fast.onnx $(DATA)
+	$(VENV)/bin/ferkit export runs/fast-w --name fer2013-7-fast -o src/ferkit/weights --tta none
+	$(VENV)/bin/ferkit calibrate-prior src/ferkit/weights/fer2013-7-fast.onnx $(DATA)
+	$(VENV)/bin/ferkit quantize src/ferkit/weights/fer2013-7-fast.onnx $(DATA)
 
-# Single-task alternatives: stage 1's recipe on FER2013's labels alone, or on FER+'s votes alone.
-train-fer2013-7: $(VENV)/.dev
-	$(TRAIN) --config $(CONFIGS)/joint.json $(TRAIN_ARGS) -o runs/fer2013-7 --resume
-
-train-ferplus-8: $(VENV)/.dev
-	$(TRAIN) --ferplus $(DATA)/fer2013new.csv --config $(CONFIGS)/joint.json $(TRAIN_ARGS) -o runs/ferplus-8 --resume
-
-clean:
-	rm -rf $(VENV) runs explore out
+# An experiment: a second cosine cycle for the shipped fast net (fast-w2.json, 60 epochs from fast-w's final
+# weights), built in runs/w2cand.
+train-fast-w2: $(VENV)/.dev
+	$(TRAIN) --config $(CONFIGS)/fast-w2.json $(TRAIN_ARGS) -o runs/fast-w2 --resume
+	$(VENV)/bin/ferkit export runs/fast-w2 --name fer2013-7-fast -o runs/w2cand --tta none
+	$(VENV)/bin/ferkit calibrate-prior runs/w2cand/fer2013-7-fast.onnx $(DATA)
+	$(VENV)/bin/ferkit quantize runs/w2cand/fer2013-7-fast.onnx $(DATA)

@@ -58,14 +58,21 @@ def test_model_kwargs_round_trip_through_json(tmp_path):
 
 
 def test_fer_fast_depths_and_widths_size_the_net(tmp_path):
-    """The default layout is the shipped fast tier's (its weights load key for key); depths add convs a stage."""
+    """The shipped fast tier's weights load key for key into the layout its card's recipe names (and not into
+    the smaller default); depths add convs a stage."""
     from safetensors.torch import load_file
 
     from ferkit.errors import ConfigError
+    from ferkit.modelcard import ModelCard
     from ferkit.runtime.model import resolve_model_path
 
-    default = create_model("fer-fast", num_classes=7)
-    default.load_state_dict(load_file(resolve_model_path("fast").with_suffix(".safetensors")), strict=True)
+    path = resolve_model_path("fast")
+    shipped = load_file(path.with_suffix(".safetensors"))
+    kwargs = ModelCard.load(path.with_suffix(".json")).training["recipe"]["settings"]["model_kwargs"]
+    create_model("fer-fast", num_classes=7, **kwargs).load_state_dict(shipped, strict=True)
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        create_model("fer-fast", num_classes=7).load_state_dict(shipped, strict=True)
+    assert count_parameters(create_model("fer-fast", num_classes=7)) == 431_607
     larger = create_model("fer-fast", num_classes=7, widths=[24, 48, 96, 192, 320], depths=[1, 1, 2, 2, 1])
     convs = [m for m in larger.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [c.stride[0] for c in convs] == [1, 2, 2, 1, 2, 1, 2] and convs[-1].out_channels == 320

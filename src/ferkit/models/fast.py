@@ -3,7 +3,8 @@
 Plain 3x3 conv-BN-ReLU layers (onnxruntime fuses each into one kernel, and a chain without branches keeps
 the per-call cost low at batch 1), strided instead of pooled, widths doubling as the side halves:
 48 -> 24 -> 12 (twice) -> 6 -> 3, then global average pooling and the classes. About 16 M multiply-adds
-and 0.43 M parameters with the default widths and depths; it learns from a big model's probabilities
+and 0.43 M parameters with the default widths and depths (the first fast tier's); the shipped tier uses
+widths 24-320 (35 M, 0.86 M: `configs/fast-w.json`). It learns from a big model's probabilities
 (`train --teacher fer2013-7`), not from the labels alone. `widths` and `depths` (convs a stage, the first
 of each stage after the first strided) size it: recipes pick a larger one where a bench shows it still
 runs at the tier's speed.
