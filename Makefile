@@ -10,7 +10,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check
 TORCH_SPEC     ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 
-.PHONY: demo test install install-runtime install-dev train-seed-cnn train-mlp train-fer2013-7 train-ferplus-8 train-default train-fast train-robust train-robust2 train-fast-small train-fast-m train-fast-w2 clean
+.PHONY: demo test install install-runtime install-dev train-seed-cnn train-mlp train-fer2013-7 train-ferplus-8 train-default train-fast train-robust train-robust2 train-fast-small train-fast-m clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -161,19 +161,13 @@ train-fast-m: $(VENV)/.dev
 
 # The fast tier (after train-robust2: its teacher is the shipped fer2013-7). `fer2013-7-fast` is a fer-fast of
 # 0.86 M parameters and 35 M multiply-adds (fast-w.json: widths 24-320, one conv at 6 px) trained from scratch
-# for 100 epochs, taught online by fer2013-7 on every training batch (80% teacher, camera faults, mixup), one
-# view a face at run time. The prior correction is chosen on PublicTest (calibrate-prior) and the int8 file is
-# kept only where it matches fp32 (quantize).
+# for 100 epochs, taught online by fer2013-7 on every training batch (80% teacher, camera faults, mixup), then
+# a second cosine cycle of 60 epochs from its last weights (fast-w2.json), one view a face at run time. The
+# prior correction is chosen on PublicTest (calibrate-prior) and the int8 file is kept only where it matches
+# fp32 (quantize).
 train-fast: $(VENV)/.dev
 	$(TRAIN) --config $(CONFIGS)/fast-w.json $(TRAIN_ARGS) -o runs/fast-w --resume
-	$(VENV)/bin/ferkit export runs/fast-w --name fer2013-7-fast -o src/ferkit/weights --tta none
+	$(TRAIN) --config $(CONFIGS)/fast-w2.json $(TRAIN_ARGS) -o runs/fast-w2 --resume
+	$(VENV)/bin/ferkit export runs/fast-w2 --name fer2013-7-fast -o src/ferkit/weights --tta none
 	$(VENV)/bin/ferkit calibrate-prior src/ferkit/weights/fer2013-7-fast.onnx $(DATA)
 	$(VENV)/bin/ferkit quantize src/ferkit/weights/fer2013-7-fast.onnx $(DATA)
-
-# An experiment: a second cosine cycle for the shipped fast net (fast-w2.json, 60 epochs from fast-w's final
-# weights), built in runs/w2cand.
-train-fast-w2: $(VENV)/.dev
-	$(TRAIN) --config $(CONFIGS)/fast-w2.json $(TRAIN_ARGS) -o runs/fast-w2 --resume
-	$(VENV)/bin/ferkit export runs/fast-w2 --name fer2013-7-fast -o runs/w2cand --tta none
-	$(VENV)/bin/ferkit calibrate-prior runs/w2cand/fer2013-7-fast.onnx $(DATA)
-	$(VENV)/bin/ferkit quantize runs/w2cand/fer2013-7-fast.onnx $(DATA)
