@@ -171,3 +171,13 @@ train-fast: $(VENV)/.dev
 	$(VENV)/bin/ferkit export runs/fast-w2 --name fer2013-7-fast -o src/ferkit/weights --tta none
 	$(VENV)/bin/ferkit calibrate-prior src/ferkit/weights/fer2013-7-fast.onnx $(DATA)
 	$(VENV)/bin/ferkit quantize src/ferkit/weights/fer2013-7-fast.onnx $(DATA)
+
+# Single-task alternatives: stage 1's recipe on FER2013's labels alone, or on FER+'s votes alone.
+train-fer2013-7: $(VENV)/.dev
+	$(TRAIN) --config $(CONFIGS)/joint.json $(TRAIN_ARGS) -o runs/fer2013-7 --resume
+
+train-ferplus-8: $(VENV)/.dev
+	$(TRAIN) --ferplus $(DATA)/fer2013new.csv --config $(CONFIGS)/joint.json $(TRAIN_ARGS) -o runs/ferplus-8 --resume
+
+clean:
+	rm -rf $(VENV) runs explore out
