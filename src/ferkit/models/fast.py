@@ -4,7 +4,9 @@ Plain 3x3 conv-BN-ReLU layers (onnxruntime fuses each into one kernel, and a cha
 the per-call cost low at batch 1), strided instead of pooled, widths doubling as the side halves:
 48 -> 24 -> 12 (twice) -> 6 -> 3, then global average pooling and the classes. About 16 M multiply-adds
 and 0.43 M parameters with the default widths and depths (the first fast tier's); the shipped tier uses
-widths 24-320 (35 M, 0.86 M: `configs/fast-w.json`). It learns from a big model's probabilities
+widths 8-48-96-160-320 and two convs at 6 px (37.5 M, 0.96 M: `configs/fast-n.json`; a thin first conv,
+because the float conv at 48 px and the quantising of its output cost time out of proportion to their
+multiply-adds in int8). It learns from a big model's probabilities
 (`train --teacher fer2013-7`), not from the labels alone. `widths` and `depths` (convs a stage, the first
 of each stage after the first strided) size it: recipes pick a larger one where a bench shows it still
 runs at the tier's speed.
