@@ -131,36 +131,30 @@ train-fast-small: $(VENV)/.dev
 	$(VENV)/bin/ferkit calibrate-prior runs/fast-small/fer2013-7-fast.onnx $(DATA)
 	$(VENV)/bin/ferkit quantize runs/fast-small/fer2013-7-fast.onnx $(DATA)
 
+# Ship a run's camera-fault round as the mean of its best weights and the shipped model's, under the same name
+# (built aside in $(3), then copied in: the shipped file is a soup member); the prior correction and the int8
+# file are made again. $(1) run folder, $(2) model name, $(3) folder to build in, $(4) extra data options.
+define ship_soup
+	$(VENV)/bin/ferkit export $(1) --soup src/ferkit/weights/$(2).safetensors --name $(2) -o $(3) --tta multi
+	cp $(3)/$(2).onnx $(3)/$(2).json $(3)/$(2).safetensors src/ferkit/weights/
+	rm -f src/ferkit/weights/$(2).int8.onnx
+	$(VENV)/bin/ferkit calibrate-prior src/ferkit/weights/$(2).onnx $(DATA) $(4)
+	$(VENV)/bin/ferkit quantize src/ferkit/weights/$(2).onnx $(DATA) $(4)
+endef
+
 # A second camera-fault round (after train-robust): each big model fine-tuned again from what
-# train-robust shipped, 70% from its own 16-view probabilities (robust2.json, robust-fp2.json), and the mean of
-# the two weights shipped under the same name (built aside, then copied in: the shipped file is a soup member).
-R2 = runs/robust2-soup
-PR2 = runs/robust-fp2-soup
+# train-robust shipped, 70% from its own 16-view probabilities (robust2.json, robust-fp2.json).
 train-robust2: $(VENV)/.dev
 	$(TRAIN) --config $(CONFIGS)/robust2.json $(TRAIN_ARGS) -o runs/robust2 --resume
-	$(VENV)/bin/ferkit export runs/robust2 --soup src/ferkit/weights/fer2013-7.safetensors --name fer2013-7 -o $(R2) --tta multi
-	cp $(R2)/fer2013-7.onnx $(R2)/fer2013-7.json $(R2)/fer2013-7.safetensors src/ferkit/weights/
-	rm -f src/ferkit/weights/fer2013-7.int8.onnx
-	$(VENV)/bin/ferkit calibrate-prior src/ferkit/weights/fer2013-7.onnx $(DATA)
-	$(VENV)/bin/ferkit quantize src/ferkit/weights/fer2013-7.onnx $(DATA)
+	$(call ship_soup,runs/robust2,fer2013-7,runs/robust2-soup)
 	$(TRAIN) $(FERPLUS) --config $(CONFIGS)/robust-fp2.json $(TRAIN_ARGS) -o runs/robust-fp2 --resume
-	$(VENV)/bin/ferkit export runs/robust-fp2 --soup src/ferkit/weights/ferplus-8.safetensors --name ferplus-8 -o $(PR2) --tta multi
-	cp $(PR2)/ferplus-8.onnx $(PR2)/ferplus-8.json $(PR2)/ferplus-8.safetensors src/ferkit/weights/
-	rm -f src/ferkit/weights/ferplus-8.int8.onnx
-	$(VENV)/bin/ferkit calibrate-prior src/ferkit/weights/ferplus-8.onnx $(DATA) $(FERPLUS)
-	$(VENV)/bin/ferkit quantize src/ferkit/weights/ferplus-8.onnx $(DATA) $(FERPLUS)
+	$(call ship_soup,runs/robust-fp2,ferplus-8,runs/robust-fp2-soup,$(FERPLUS))
 
 # A third camera-fault round for fer2013-7 (after train-fast, whose teacher is the fer2013-7 that train-robust2
-# shipped): fine-tuned from the shipped fer2013-7 with faults on 70% of the faces (robust3.json), and the mean
-# of the two weights shipped under the same name.
-R3 = runs/robust3-soup
+# shipped): fine-tuned from the shipped fer2013-7 with faults on 70% of the faces (robust3.json).
 train-robust3: $(VENV)/.dev
 	$(TRAIN) --config $(CONFIGS)/robust3.json $(TRAIN_ARGS) -o runs/robust3 --resume
-	$(VENV)/bin/ferkit export runs/robust3 --soup src/ferkit/weights/fer2013-7.safetensors --name fer2013-7 -o $(R3) --tta multi
-	cp $(R3)/fer2013-7.onnx $(R3)/fer2013-7.json $(R3)/fer2013-7.safetensors src/ferkit/weights/
-	rm -f src/ferkit/weights/fer2013-7.int8.onnx
-	$(VENV)/bin/ferkit calibrate-prior src/ferkit/weights/fer2013-7.onnx $(DATA)
-	$(VENV)/bin/ferkit quantize src/ferkit/weights/fer2013-7.onnx $(DATA)
+	$(call ship_soup,runs/robust3,fer2013-7,runs/robust3-soup)
 
 # An experiment, not shipped (docs/experiments.md): a larger fer-fast (1.19 M parameters) from scratch, taught
 # online by the shipped fer2013-7 on every training batch (fast-m.json, 100 epochs), one view a face; the
