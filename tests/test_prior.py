@@ -152,8 +152,11 @@ def test_calibrate_prior_end_to_end(tmp_path):
         assert m["model"]["prior_tau"] == res["tau"] and m["n"] == figures["faces"]
         for key in ("accuracy", "balanced_accuracy", "macro_f1"):
             assert m[key] == pytest.approx(figures[key], abs=1e-5), key
-        assert card.prior_correction["uncorrected"][split]["accuracy"] != figures["accuracy"] or \
-            card.prior_correction["uncorrected"][split]["balanced_accuracy"] != figures["balanced_accuracy"]
+        assert set(card.prior_correction["uncorrected"][split]) >= {"accuracy", "balanced_accuracy"}
+    # the rule takes the best balanced accuracy, ties to the smaller tau: a tau above 0 beat tau 0 on PublicTest
+    # (400 PrivateTest faces may hold no face whose answer a small tau changes, so no claim is made there)
+    uncorrected = card.prior_correction["uncorrected"]["PublicTest"]
+    assert card.metrics["PublicTest"]["balanced_accuracy"] > uncorrected["balanced_accuracy"]
     chosen = next(row for row in grid if row["tau"] == res["tau"])
     assert card.metrics["PublicTest"]["accuracy"] == chosen["accuracy"]
     sample = json.loads(run_cli("evaluate", onnx, data, "--split", "PrivateTest", "--every", 8, "--json",
