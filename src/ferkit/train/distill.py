@@ -120,10 +120,12 @@ class OnlineTeachers:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Mean teacher probabilities (N, C) for a batch of network inputs normalised as `ferkit.preprocessing` does."""
-        pixels = x.detach().float().cpu().contiguous().numpy() * STD + MEAN  # back to [0, 1] pixel scale
+        net = x.detach().float().cpu().contiguous().numpy()
         total = None
-        for m in self.models:
-            p = m.session.run([OUTPUT_NAME], {INPUT_NAME: ((pixels - m.mean) / m.std).astype(np.float32)})[0]
+        for m in self.models:  # a teacher normalised as training is gets the batch as is: a round trip through
+            # pixels would move some inputs across an int8 file's quantisation steps
+            inputs = net if (m.mean, m.std) == (MEAN, STD) else ((net * STD + MEAN - m.mean) / m.std).astype(np.float32)
+            p = m.session.run([OUTPUT_NAME], {INPUT_NAME: inputs})[0]
             total = p if total is None else total + p
         return torch.from_numpy(total / len(self.models)).to(x.device)
 
