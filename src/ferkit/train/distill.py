@@ -122,10 +122,10 @@ class OnlineTeachers:
         """Mean teacher probabilities (N, C) for a batch of network inputs normalised as `ferkit.preprocessing` does."""
         net = x.detach().float().cpu().contiguous().numpy()
         total = None
-        for m in self.models:  # a teacher normalised as training is gets the batch as is: a round trip through
-            # pixels would move some inputs across an int8 file's quantisation steps
-            inputs = net if (m.mean, m.std) == (MEAN, STD) else ((net * STD + MEAN - m.mean) / m.std).astype(np.float32)
-            p = m.session.run([OUTPUT_NAME], {INPUT_NAME: inputs})[0]
+        for m in self.models:  # one affine map from training's normalisation to the teacher's: exactly x * 1 + 0
+            # for a teacher normalised as training is (a round trip through pixels moves inputs across int8 steps)
+            scale, shift = STD / m.std, (MEAN - m.mean) / m.std
+            p = m.session.run([OUTPUT_NAME], {INPUT_NAME: (net * scale + shift).astype(np.float32, copy=False)})[0]
             total = p if total is None else total + p
         return torch.from_numpy(total / len(self.models)).to(x.device)
 
