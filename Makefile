@@ -89,6 +89,14 @@ train-default: $(VENV)/.dev
 	  --soup runs/finetune-fp --name ferplus-8-soup4 -o runs/soup4 --tta auto
 	$(MAKE) train-robust
 
+# Export $(1) (a run folder and any export options) as model $(2) into folder $(3) with TTA $(4), choose its
+# prior correction on PublicTest and keep an int8 file only where it matches fp32; $(5): extra data options.
+define ship
+	$(VENV)/bin/ferkit export $(1) --name $(2) -o $(3) --tta $(4)
+	$(VENV)/bin/ferkit calibrate-prior $(3)/$(2).onnx $(DATA) $(5)
+	$(VENV)/bin/ferkit quantize $(3)/$(2).onnx $(DATA) $(5)
+endef
+
 # Camera faults. Stage 3's FER2013 head fine-tuned 8 epochs with a camera fault on half the training faces
 # (--corrupt: blur, noise, JPEG, low resolution, tone), learning half from the labels and half from stage 3's
 # 16-view probabilities on the clean faces (robust.json), ships as `fer2013-7-robust`; the mean of its weights
@@ -101,17 +109,11 @@ train-robust: $(VENV)/.dev
 	$(VENV)/bin/ferkit quantize $(STAGE3).onnx $(DATA)
 	$(TRAIN) --config $(CONFIGS)/robust.json --init $(STAGE3).safetensors --teacher $(STAGE3).onnx $(TRAIN_ARGS) \
 	  -o runs/robust --resume
-	$(VENV)/bin/ferkit export runs/robust --name fer2013-7-robust -o src/ferkit/weights --tta auto
-	$(VENV)/bin/ferkit calibrate-prior src/ferkit/weights/fer2013-7-robust.onnx $(DATA)
-	$(VENV)/bin/ferkit quantize src/ferkit/weights/fer2013-7-robust.onnx $(DATA)
-	$(VENV)/bin/ferkit export runs/robust --soup $(STAGE3).safetensors --name fer2013-7 -o src/ferkit/weights --tta multi
-	$(VENV)/bin/ferkit calibrate-prior src/ferkit/weights/fer2013-7.onnx $(DATA)
-	$(VENV)/bin/ferkit quantize src/ferkit/weights/fer2013-7.onnx $(DATA)
+	$(call ship,runs/robust,fer2013-7-robust,src/ferkit/weights,auto)
+	$(call ship,runs/robust --soup $(STAGE3).safetensors,fer2013-7,src/ferkit/weights,multi)
 	$(TRAIN) $(FERPLUS) --config $(CONFIGS)/robust-fp.json --init $(SOUP4).safetensors --teacher $(SOUP4).safetensors \
 	  $(TRAIN_ARGS) -o runs/robust-fp --resume
-	$(VENV)/bin/ferkit export runs/robust-fp --soup $(SOUP4).safetensors --name ferplus-8 -o src/ferkit/weights --tta multi
-	$(VENV)/bin/ferkit calibrate-prior src/ferkit/weights/ferplus-8.onnx $(DATA) $(FERPLUS)
-	$(VENV)/bin/ferkit quantize src/ferkit/weights/ferplus-8.onnx $(DATA) $(FERPLUS)
+	$(call ship,runs/robust-fp --soup $(SOUP4).safetensors,ferplus-8,src/ferkit/weights,multi,$(FERPLUS))
 
 # The earlier fast tier (0.43 M parameters, shipped until 2026-12-07; after train-default), built in
 # runs/fast-small: a small fer-fast that learns stage 3's 16-view probabilities on the Training faces
@@ -127,9 +129,7 @@ train-fast-small: $(VENV)/.dev
 	  $(TRAIN_ARGS) -o runs/fast-c --resume
 	$(VENV)/bin/ferkit export runs/fast-c --name fer2013-7-fast -o runs/fast-small-c --tta none
 	$(TRAIN) --config $(CONFIGS)/fast-online.json $(TRAIN_ARGS) -o runs/fast-online --resume
-	$(VENV)/bin/ferkit export runs/fast-online --name fer2013-7-fast -o runs/fast-small --tta none
-	$(VENV)/bin/ferkit calibrate-prior runs/fast-small/fer2013-7-fast.onnx $(DATA)
-	$(VENV)/bin/ferkit quantize runs/fast-small/fer2013-7-fast.onnx $(DATA)
+	$(call ship,runs/fast-online,fer2013-7-fast,runs/fast-small,none)
 
 # Ship a run's camera-fault round as the mean of its best weights and the shipped model's, under the same name
 # (built aside in $(3), then copied in: the shipped file is a soup member); the prior correction and the int8
@@ -161,9 +161,7 @@ train-robust3: $(VENV)/.dev
 # candidate is built in runs/mcand, where `bench/classifier_speed.py --models runs/mcand/fer2013-7-fast.onnx` times it.
 train-fast-m: $(VENV)/.dev
 	$(TRAIN) --config $(CONFIGS)/fast-m.json $(TRAIN_ARGS) -o runs/fast-m --resume
-	$(VENV)/bin/ferkit export runs/fast-m --name fer2013-7-fast -o runs/mcand --tta none
-	$(VENV)/bin/ferkit calibrate-prior runs/mcand/fer2013-7-fast.onnx $(DATA)
-	$(VENV)/bin/ferkit quantize runs/mcand/fer2013-7-fast.onnx $(DATA)
+	$(call ship,runs/fast-m,fer2013-7-fast,runs/mcand,none)
 
 # The fast tier (after train-robust2: its teacher is the shipped fer2013-7). `fer2013-7-fast` is a fer-fast of
 # 0.96 M parameters and 37.5 M multiply-adds (fast-n.json: widths 8-48-96-160-320, a thin first conv at 48 px
@@ -174,18 +172,14 @@ train-fast-m: $(VENV)/.dev
 train-fast: $(VENV)/.dev
 	$(TRAIN) --config $(CONFIGS)/fast-n.json $(TRAIN_ARGS) -o runs/fast-n --resume
 	$(TRAIN) --config $(CONFIGS)/fast-n2.json $(TRAIN_ARGS) -o runs/fast-n2 --resume
-	$(VENV)/bin/ferkit export runs/fast-n2 --name fer2013-7-fast -o src/ferkit/weights --tta none
-	$(VENV)/bin/ferkit calibrate-prior src/ferkit/weights/fer2013-7-fast.onnx $(DATA)
-	$(VENV)/bin/ferkit quantize src/ferkit/weights/fer2013-7-fast.onnx $(DATA)
+	$(call ship,runs/fast-n2,fer2013-7-fast,src/ferkit/weights,none)
 
 # The fast tier shipped before it (0.86 M parameters, 35 M multiply-adds: fast-w.json, widths 24-320 with
 # one conv at 6 px, 100 epochs, then fast-w2.json, a second cycle of 60), built in runs/fast-w2-tier.
 train-fast-w: $(VENV)/.dev
 	$(TRAIN) --config $(CONFIGS)/fast-w.json $(TRAIN_ARGS) -o runs/fast-w --resume
 	$(TRAIN) --config $(CONFIGS)/fast-w2.json $(TRAIN_ARGS) -o runs/fast-w2 --resume
-	$(VENV)/bin/ferkit export runs/fast-w2 --name fer2013-7-fast -o runs/fast-w2-tier --tta none
-	$(VENV)/bin/ferkit calibrate-prior runs/fast-w2-tier/fer2013-7-fast.onnx $(DATA)
-	$(VENV)/bin/ferkit quantize runs/fast-w2-tier/fer2013-7-fast.onnx $(DATA)
+	$(call ship,runs/fast-w2,fer2013-7-fast,runs/fast-w2-tier,none)
 
 # Single-task alternatives: stage 1's recipe on FER2013's labels alone, or on FER+'s votes alone.
 train-fer2013-7: $(VENV)/.dev
