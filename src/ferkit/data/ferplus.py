@@ -87,6 +87,20 @@ def vote_distribution(votes: np.ndarray) -> np.ndarray:
     return np.where(total > 0, emo / np.maximum(total, 1), 0).astype(np.float32)
 
 
+def discount_neutral(dist: np.ndarray, weight: float) -> np.ndarray:
+    """Vote distributions (N, 8) with the neutral votes weighted by `weight` and each row renormalised.
+
+    FER+ annotators call many weak expressions neutral: a face with 6 neutral and 4 angry votes is an angry face
+    to a reader who looks for anger. Weighting neutral below 1 moves such faces towards the emotion seen; a face
+    every annotator called neutral stays neutral, and all-zero rows stay zero.
+    """
+    neutral = FERPLUS_EMOTIONS.index("neutral")
+    out = np.array(dist, dtype=np.float32, copy=True)
+    out[:, neutral] *= np.float32(weight)
+    total = out.sum(axis=1, keepdims=True)
+    return np.where(total > 0, out / np.where(total > 0, total, 1), 0).astype(np.float32)
+
+
 def load_ferplus(fer2013_csv: str | Path, votes_csv: str | Path, on_error: str = "raise") -> FaceSet:
     """FER2013 faces relabelled by FER+ majority vote (8 classes) with the vote distribution as soft labels.
 

@@ -49,6 +49,9 @@ class TrainConfig:
     aux_ferplus: str | None = setting(None, "FER+ votes file for a second head: one net learns FER2013's 7 labels and "
                                             "FER+'s 8-class votes (export each with --head).", kind="path")
     aux_weight: float = setting(1.0, "Weight of the FER+ head's loss (with --aux-ferplus).")
+    ferplus_neutral: float = setting(1.0, "Weight of FER+'s neutral votes in the training targets (with --ferplus or "
+                                          "--aux-ferplus): below 1, a face some annotators called neutral leans "
+                                          "towards the emotion the others saw (validation keeps the votes).")
     classes: list[str] | None = setting(None, "Class subset, e.g. happy,sad,neutral,surprise.", kind="classes")
     train_split: str = setting("Training", "Split to train on.")
     val_split: str = setting("PublicTest", "Split to choose the best epoch on.")
@@ -157,7 +160,7 @@ class TrainConfig:
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise bad(name, "must be a finite number, 0 or more")
-        for name in ("mix_prob", "erasing", "corrupt", "plateau_factor"):
+        for name in ("mix_prob", "erasing", "corrupt", "plateau_factor", "ferplus_neutral"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise bad(name, "must be between 0 and 1")
         if not 0.0 <= self.label_smoothing < 1.0:
@@ -166,6 +169,8 @@ class TrainConfig:
             raise bad("distill_weight", "must be in (0, 1]")
         if self.teacher_online and not self.teachers:
             raise ConfigError("--teacher-online needs at least one --teacher")
+        if self.ferplus_neutral != 1.0 and not (self.ferplus or self.aux_ferplus):
+            raise bad("ferplus_neutral", "weights FER+ votes: it needs --ferplus or --aux-ferplus")
         if self.aux_ferplus and self.ferplus:
             raise ConfigError("--aux-ferplus adds a FER+ head to a run on FER2013's labels; leave out --ferplus")
         if not self.data:

@@ -117,6 +117,10 @@ def train_replica(cfg: TrainConfig, world: World, device: torch.device, resume: 
     with world.rank_zero_first():  # rank 0 parses the data into the cache; the others read it from there
         train_set, val_set = split_data(cfg)
     X, Y = train_set.images, targets(train_set)
+    if cfg.ferplus and cfg.ferplus_neutral != 1.0:
+        from ferkit.data.ferplus import discount_neutral
+
+        Y = torch.from_numpy(discount_neutral(Y.numpy(), cfg.ferplus_neutral))
     n, num_classes = len(X), train_set.num_classes
     class_weights = None
     if cfg.class_weights:
@@ -128,6 +132,10 @@ def train_replica(cfg: TrainConfig, world: World, device: torch.device, resume: 
 
         aux_soft, aux_labels = ferplus_targets(np.concatenate([train_set.ids, val_set.ids]), cfg.aux_ferplus)
         aux_train, aux_val_labels = aux_soft[:n], aux_labels[n:]
+        if cfg.ferplus_neutral != 1.0:
+            from ferkit.data.ferplus import discount_neutral
+
+            aux_train = discount_neutral(aux_train, cfg.ferplus_neutral)
         Y = torch.cat([Y, torch.from_numpy(aux_train)], 1)
         heads = joint_heads(train_set.class_names)
     online = None
