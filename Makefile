@@ -10,7 +10,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check
 TORCH_SPEC     ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 
-.PHONY: demo test install install-runtime install-dev train-seed-cnn train-mlp train-fer2013-7 train-ferplus-8 train-default train-fast train-robust train-robust2 train-robust3 train-fast-small train-fast-m train-fast-w clean
+.PHONY: demo test install install-runtime install-dev train-seed-cnn train-mlp train-fer2013-7 train-ferplus-8 train-default train-fast train-robust train-robust2 train-robust3 train-neutral-fp train-fast-small train-fast-m train-fast-w clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -155,6 +155,12 @@ train-robust2: $(VENV)/.dev
 train-robust3: $(VENV)/.dev
 	$(TRAIN) --config $(CONFIGS)/robust3.json $(TRAIN_ARGS) -o runs/robust3 --resume
 	$(call ship_soup,runs/robust3,fer2013-7,runs/robust3-soup)
+
+# FER+ votes without the neutral lean: the shipped ferplus-8 fine-tuned with its neutral votes weighted 0.5
+# (neutral-fp.json); the mean of the two weights is the candidate, built in runs/neutral-fp-soup (docs/experiments.md).
+train-neutral-fp: $(VENV)/.dev
+	$(TRAIN) $(FERPLUS) --config $(CONFIGS)/neutral-fp.json $(TRAIN_ARGS) -o runs/neutral-fp --resume
+	$(call ship,runs/neutral-fp --soup src/ferkit/weights/ferplus-8.safetensors,ferplus-8,runs/neutral-fp-soup,multi,$(FERPLUS))
 
 # An experiment, not shipped (docs/experiments.md): a larger fer-fast (1.19 M parameters) from scratch, taught
 # online by the shipped fer2013-7 on every training batch (fast-m.json, 100 epochs), one view a face; the

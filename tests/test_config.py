@@ -115,7 +115,7 @@ def _cuda_case() -> list[str]:
 
 
 @pytest.mark.parametrize("case", ["optimizer", "schedule", "precision", "device", "batch size", "epochs", "cuda",
-                                  "config list", "config missing", "model"])
+                                  "config list", "config missing", "model", "neutral weight", "neutral alone"])
 def test_bad_settings_are_one_line_and_leave_no_run_folder(tmp_path, case):
     pytest.importorskip("torch", reason="the training stack needs torch: pip install 'ferkit[train]'")
     (tmp_path / "list.json").write_text("[]")
@@ -130,6 +130,9 @@ def test_bad_settings_are_one_line_and_leave_no_run_folder(tmp_path, case):
         "config list": (["--config", tmp_path / "list.json"], ["list.json", "JSON list"]),
         "config missing": (["--config", tmp_path / "none.json"], ["none.json"]),
         "model": (["--model", "resnet-9000"], ["unknown model 'resnet-9000'"]),
+        "neutral weight": (["--ferplus", real_data_dir() / "fer2013new.csv", "--ferplus-neutral", "1.5"],
+                           ["--ferplus-neutral 1.5", "between 0 and 1"]),
+        "neutral alone": (["--ferplus-neutral", "0.5"], ["--ferplus-neutral 0.5", "--ferplus"]),
     }[case]
     out = tmp_path / "run"
     assert_one_line_error(run_cli("train", real_data_dir(), *args, "-o", out), *fragments)

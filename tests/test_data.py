@@ -77,6 +77,28 @@ def test_ferplus_majority_by_hand(data_dir):
     assert len(fp) + sum(fp.report.dropped.values()) == 35887
 
 
+def test_discount_neutral_moves_mixed_faces_only(data_dir):
+    from ferkit.data.ferplus import discount_neutral
+
+    soft = load_dataset(data_dir, ferplus=True).soft_labels
+    neutral = FERPLUS_EMOTIONS.index("neutral")
+    assert np.allclose(discount_neutral(soft, 1.0), soft, atol=1e-6)
+    half = discount_neutral(soft, 0.5)
+    assert np.allclose(half.sum(1), 1.0)
+    pure = soft[:, neutral] == 1.0
+    mixed = (soft[:, neutral] > 0) & ~pure
+    assert pure.any() and mixed.any()
+    assert np.allclose(half[pure], soft[pure], atol=1e-6)  # a face everyone called neutral stays neutral
+    assert (half[mixed, neutral] < soft[mixed, neutral]).all()
+    others = [c for c in range(len(FERPLUS_EMOTIONS)) if c != neutral]
+    ratio = half[mixed][:, others] / np.maximum(soft[mixed][:, others], 1e-9)
+    voted = soft[mixed][:, others] > 0
+    for row_ratio, row_voted in zip(ratio[:500], voted[:500]):  # the emotions keep their proportions
+        assert np.allclose(row_ratio[row_voted], row_ratio[row_voted][0])
+    flipped = (soft.argmax(1) == neutral) & (half.argmax(1) != neutral)
+    assert 0 < flipped.sum() < (soft.argmax(1) == neutral).sum()
+
+
 def test_class_subset(fer2013):
     sub = fer2013.select_classes(parse_class_list("happy,Sadness,neutral,surprised"))
     assert sub.class_names == ("happy", "sad", "neutral", "surprise")
