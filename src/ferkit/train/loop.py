@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ferkit.data import UNSPLIT, FaceSet, load_dataset
+from ferkit.data.ferplus import discount_neutral
 from ferkit.errors import ConfigError, DataError, FerkitError
 from ferkit.models import create_model, list_models, save_architecture
 from ferkit.train.augment import augment, mix_batch
@@ -118,8 +119,6 @@ def train_replica(cfg: TrainConfig, world: World, device: torch.device, resume: 
         train_set, val_set = split_data(cfg)
     X, Y = train_set.images, targets(train_set)
     if cfg.ferplus and cfg.ferplus_neutral != 1.0:
-        from ferkit.data.ferplus import discount_neutral
-
         Y = torch.from_numpy(discount_neutral(Y.numpy(), cfg.ferplus_neutral))
     n, num_classes = len(X), train_set.num_classes
     class_weights = None
@@ -133,8 +132,6 @@ def train_replica(cfg: TrainConfig, world: World, device: torch.device, resume: 
         aux_soft, aux_labels = ferplus_targets(np.concatenate([train_set.ids, val_set.ids]), cfg.aux_ferplus)
         aux_train, aux_val_labels = aux_soft[:n], aux_labels[n:]
         if cfg.ferplus_neutral != 1.0:
-            from ferkit.data.ferplus import discount_neutral
-
             aux_train = discount_neutral(aux_train, cfg.ferplus_neutral)
         Y = torch.cat([Y, torch.from_numpy(aux_train)], 1)
         heads = joint_heads(train_set.class_names)
