@@ -98,7 +98,7 @@ def discount_neutral(dist: np.ndarray, weight: float) -> np.ndarray:
     out = np.array(dist, dtype=np.float32, copy=True)
     out[:, neutral] *= np.float32(weight)
     total = out.sum(axis=1, keepdims=True)
-    return np.where(total > 0, out / np.where(total > 0, total, 1), 0).astype(np.float32)
+    return (out / np.where(total > 0, total, 1)).astype(np.float32)  # an all-zero row divides by 1 and stays zero
 
 
 def load_ferplus(fer2013_csv: str | Path, votes_csv: str | Path, on_error: str = "raise") -> FaceSet:
